@@ -1,0 +1,253 @@
+"""The project configuration (`dbinit.yaml`), modelled with pydantic.
+
+Secrets never live in the file: it names environment variables, and the values are read at
+run time. Unknown keys and bad values are errors that name the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dbinit_pipeline.errors import ConfigurationError
+
+Provider = Literal["postgresql", "mysql"]
+Hosting = Literal["embedded", "local", "localhost", "aws-rds", "aws-aurora", "gcp-sql", "azure-sql"]
+IfExists = Literal["reuse", "error", "recreate"]
+CLOUD_HOSTINGS = ("aws-rds", "aws-aurora", "gcp-sql", "azure-sql")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Strict):
+    provider: Provider = "postgresql"
+    hosting: Hosting = "embedded"
+    migration_tool: Literal["alembic"] = "alembic"
+    collation: str | None = Field(default=None, description="MySQL collation for CREATE DATABASE")
+
+
+class RebuildSchedule(_Strict):
+    cron: str
+    timezone: str = "UTC"
+
+
+class AwsSettings(_Strict):
+    region: str = "us-east-1"
+    identifier: str | None = None
+    engine: str | None = None
+    engine_version: str | None = None
+    instance_class: str = "db.t3.micro"
+    allocated_storage: int = Field(default=20, ge=20)
+    master_username: str = "dbinit_admin"
+    subnet_group: str | None = None
+    security_groups: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    endpoint_url: str | None = None
+    wait_timeout: float = Field(default=600.0, gt=0)
+    poll_interval: float = Field(default=15.0, gt=0)
+
+
+class EnvironmentSettings(_Strict):
+    connection_string_env: str | None = None
+    hosting: Hosting | None = None
+    require_approval: bool = False
+    if_exists: IfExists = "reuse"
+    database_name: str | None = None
+    rebuild: RebuildSchedule | None = None
+    aws: AwsSettings | None = None
+
+    @field_validator("connection_string_env")
+    @classmethod
+    def _env_var_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_VAR.match(value):
+            raise ValueError(
+                f"{value!r} is not an environment variable name; give the NAME of the variable "
+                "that holds the URL, never the URL itself"
+            )
+        return value
+
+
+class PackageSettings(_Strict):
+    paths: list[str] = Field(default_factory=list)
+    entry_points: bool = True
+    transaction: Literal["auto", "single", "per_package"] = "auto"
+
+
+class SafetySettings(_Strict):
+    protected_environments: list[str] = Field(default_factory=lambda: ["production"])
+    approvers: dict[str, list[str]] = Field(default_factory=dict)
+    approval_ttl: str = "24h"
+    lock_timeout: float = Field(default=60.0, ge=0)
+
+
+class NotifierSettings(_Strict):
+    webhook_url_env: str | None = None
+    sns_topic_arn: str | None = None
+    sns_region: str | None = None
+    sns_endpoint_url: str | None = None
+
+
+class IntegrationSettings(_Strict):
+    operation_log: str = ".dbinit/operations.jsonl"
+    notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+
+
+class HealthSettings(_Strict):
+    latency_degraded_ms: float = Field(default=100.0, gt=0)
+    latency_unhealthy_ms: float = Field(default=500.0, gt=0)
+
+
+class ProjectConfig(_Strict):
+    project: str = Field(min_length=1, max_length=40)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    environments: dict[str, EnvironmentSettings]
+    packages: PackageSettings = Field(default_factory=PackageSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
+    integration: IntegrationSettings = Field(default_factory=IntegrationSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, value: dict[str, EnvironmentSettings]) -> dict[str, EnvironmentSettings]:
+        if not value:
+            raise ValueError("configure at least one environment")
+        for name in value:
+            if not ENV_NAME.match(name):
+                raise ValueError(
+                    f"environment name {name!r} must start with a lowercase letter and use only "
+                    "lowercase letters, digits and underscores (it becomes the job name initialize_<env>)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _protected_rules(self) -> ProjectConfig:
+        for name in self.safety.protected_environments:
+            env = self.environments.get(name)
+            if env is None:
+                continue
+            if env.if_exists == "recreate":
+                raise ValueError(
+                    f"environments.{name}.if_exists: 'recreate' is refused for the protected "
+                    f"environment {name!r} (it would drop a protected database)"
+                )
+            if env.rebuild is not None:
+                raise ValueError(
+                    f"environments.{name}.rebuild: rebuild schedules are refused for the protected "
+                    f"environment {name!r}"
+                )
+        return self
+
+
+class LoadedConfig:
+    """A validated configuration and the file it came from (relative paths resolve against it)."""
+
+    def __init__(self, model: ProjectConfig, path: Path) -> None:
+        self.model = model
+        self.path = path
+        self.root = path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the configuration, made absolute against the configuration's folder."""
+        candidate = Path(relative).expanduser()
+        return candidate if candidate.is_absolute() else (self.root / candidate).resolve()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".dbinit"
+
+    def environment(self, name: str) -> EnvironmentSettings:
+        env = self.model.environments.get(name)
+        if env is None:
+            known = ", ".join(sorted(self.model.environments)) or "none"
+            raise ConfigurationError(
+                f"Unknown environment {name!r}: {self.path} configures {known}",
+                code="unknown_environment",
+                suggestions=[
+                    f"Use one of: {known}.",
+                    f"Or add environments.{name} to {self.path}.",
+                ],
+            )
+        return env
+
+    def hosting(self, name: str) -> str:
+        env = self.environment(name)
+        hosting = env.hosting or self.model.database.hosting
+        return "local" if hosting == "localhost" else hosting
+
+    def is_protected(self, name: str) -> bool:
+        return name in self.model.safety.protected_environments
+
+    def needs_approval(self, name: str) -> bool:
+        return self.is_protected(name) or self.environment(name).require_approval
+
+
+def find_config_path() -> Path:
+    """Where the configuration is: $DBINIT_CONFIG, else $DBINIT_CWD/dbinit.yaml, else ./dbinit.yaml."""
+    explicit = os.environ.get("DBINIT_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    base = os.environ.get("DBINIT_CWD")
+    return (Path(base).expanduser() if base else Path.cwd()).resolve() / "dbinit.yaml"
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def load_config(path: Path | None = None) -> LoadedConfig:
+    """Read and validate the configuration; every problem names the key and the file."""
+    path = (path or find_config_path()).resolve()
+    if not path.is_file():
+        raise ConfigurationError(
+            f"Configuration not found: {path}",
+            code="configuration_missing",
+            suggestions=[
+                "Create dbinit.yaml in the project folder (see the README), or",
+                "point DBINIT_CONFIG at the file, or DBINIT_CWD at the folder that holds it.",
+            ],
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(
+            f"{path} is not valid YAML: {exc}",
+            suggestions=[f"Fix the YAML syntax in {path}."],
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigurationError(
+            f"{path} must hold a mapping with at least `project` and `environments`",
+            suggestions=["Start from the dbinit.yaml in the repository."],
+        )
+    try:
+        model = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = _format_location(tuple(err["loc"]))
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            elif message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            problems.append(f"{key}: {message}")
+        raise ConfigurationError(
+            f"Invalid configuration in {path}: " + "; ".join(problems),
+            details={"problems": problems, "file": str(path)},
+            suggestions=[f"Fix the key(s) named above in {path}."],
+        ) from None
+    return LoadedConfig(model, path)

@@ -1,0 +1,101 @@
+"""What a database provider must answer, independent of the dialect."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+
+from dbinit_pipeline.errors import InputError
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class LockCapacity:
+    """How many object locks one transaction may take on this server (None: no such limit)."""
+
+    slots: int | None
+    per_transaction: int | None
+
+
+class Provider(ABC):
+    """One SQL dialect: identifiers, databases, locks and catalogs."""
+
+    name: str
+    driver: str
+    default_port: int
+    maintenance_database: str
+    reserved_databases: frozenset[str]
+    max_identifier_length: int
+    transactional_ddl: bool
+
+    def validate_database_name(self, name: str) -> str:
+        """Return `name` if it is a safe database name, else raise an `InputError` saying why."""
+        if not isinstance(name, str) or not name:
+            raise InputError("The database name is empty", suggestions=["Give a name such as myapp_dev."])
+        if len(name.encode()) > self.max_identifier_length:
+            raise InputError(
+                f"Database name {name[:80]!r} is longer than {self.max_identifier_length} bytes, "
+                f"the {self.name} limit",
+                suggestions=["Choose a shorter database name."],
+            )
+        if not _NAME.match(name):
+            raise InputError(
+                f"Invalid database name {name[:80]!r}: use lowercase letters, digits and "
+                "underscores, starting with a letter or underscore",
+                code="invalid_database_name",
+                suggestions=["For example myapp_dev; the default is <project>_<environment>."],
+            )
+        if name in self.reserved_databases:
+            raise InputError(
+                f"Database name {name!r} is reserved by {self.name}",
+                code="invalid_database_name",
+                suggestions=["Choose a name of your own, such as myapp_dev."],
+            )
+        return name
+
+    def normalize_url(self, url: URL) -> URL:
+        """The URL with this provider's driver, ready for SQLAlchemy."""
+        return url.set(drivername=f"{self.name}+{self.driver}")
+
+    @staticmethod
+    def lock_key(database: str) -> int:
+        """A stable 31-bit key for the initialization lock of one database."""
+        return zlib.crc32(f"dbinit:{database}".encode()) & 0x7FFFFFFF
+
+    @abstractmethod
+    def quote(self, identifier: str) -> str:
+        """The identifier quoted for this dialect (validated first by the caller)."""
+
+    @abstractmethod
+    def database_exists(self, conn: Connection, name: str) -> bool: ...
+
+    @abstractmethod
+    def create_database(self, conn: Connection, name: str, *, collation: str | None = None) -> None: ...
+
+    @abstractmethod
+    def drop_database(self, conn: Connection, name: str) -> None: ...
+
+    @abstractmethod
+    def lock_in_transaction(self, conn: Connection, database: str, timeout_s: float) -> None:
+        """Take the schema lock for `database` until the current transaction ends."""
+
+    @abstractmethod
+    def lock_capacity(self, conn: Connection) -> LockCapacity: ...
+
+    @abstractmethod
+    def catalog(self, conn: Connection) -> Catalog:
+        """Tables and foreign keys of the connected database's default schema."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The live schema, read in a few bulk queries."""
+
+    tables: frozenset[str]
+    foreign_keys: frozenset[tuple[str, str]]  # (table, referred table)

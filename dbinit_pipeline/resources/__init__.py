@@ -1,0 +1,1 @@
+"""Resources: the seams between the stages and the outside world."""

@@ -1,0 +1,111 @@
+"""A database server reached by URL, without ever carrying its password in data.
+
+A `ServerRef` is what flows between stages (and is pickled by Dagster): the URL with the
+password hidden, and where the password can be read again (an environment variable or a
+file). `DatabaseServer` resolves it into engines at the moment of use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from dbinit_pipeline.errors import ConfigurationError
+from dbinit_pipeline.providers import Provider, provider_for
+from dbinit_pipeline.redaction import register_secret
+
+CONNECT_TIMEOUT_S = 5
+
+
+def parse_url(raw: str, *, source: str) -> URL:
+    """Parse a connection URL; the error names where it came from, never its text."""
+    try:
+        url = make_url(raw.strip())
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(
+            f"{source} does not hold a valid database URL",
+            code="invalid_connection_url",
+            suggestions=[f"Set {source} to a URL like postgresql://user:password@host:5432/postgres."],
+        ) from None
+    register_secret(url.password if isinstance(url.password, str) else None)
+    return url
+
+
+def display_url(url: URL) -> str:
+    """The URL as it may be shown: password hidden."""
+    return url.render_as_string(hide_password=True)
+
+
+@dataclass(frozen=True)
+class ServerRef:
+    """A server and the maintenance database to reach it by; the password stays at its source."""
+
+    provider: str
+    url_display: str
+    secret_source: str  # "env:NAME", "file:/path" or "none"
+    maintenance_database: str
+
+    @property
+    def host(self) -> str:
+        return make_url(self.url_display).host or "localhost"
+
+    @property
+    def port(self) -> int | None:
+        return make_url(self.url_display).port
+
+    def url(self, database: str | None = None) -> URL:
+        """The full URL for `database` (the maintenance database when None), password included."""
+        kind, _, where = self.secret_source.partition(":")
+        if kind == "env":
+            raw = os.environ.get(where)
+            if not raw:
+                raise ConfigurationError(
+                    f"Environment variable {where} is not set",
+                    code="missing_connection_variable",
+                    suggestions=[f"export {where}=postgresql://USER:PASSWORD@HOST:5432/postgres"],
+                )
+            url = parse_url(raw, source=where)
+        elif kind == "file":
+            url = make_url(self.url_display)
+            secret = Path(where).read_text().strip()
+            register_secret(secret)
+            url = url.set(password=secret)
+        else:
+            url = make_url(self.url_display)
+        return url.set(database=database or self.maintenance_database)
+
+
+class DatabaseServer:
+    """Engines for one server, through its provider's driver."""
+
+    def __init__(self, ref: ServerRef) -> None:
+        self.ref = ref
+        self.provider: Provider = provider_for(ref.provider)
+
+    def engine(self, database: str | None = None, *, autocommit: bool = False) -> Engine:
+        url = self.provider.normalize_url(self.ref.url(database))
+        kwargs: dict[str, object] = {"poolclass": NullPool, "hide_parameters": True}
+        if autocommit:
+            kwargs["isolation_level"] = "AUTOCOMMIT"
+        connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if self.provider.name == "postgresql":
+            connect_args["application_name"] = "dbinit"
+        return create_engine(url, connect_args=connect_args, **kwargs)
+
+    @contextmanager
+    def connect(self, database: str | None = None, *, autocommit: bool = False) -> Iterator[Connection]:
+        """A connection that is closed, and its engine disposed, on exit."""
+        engine = self.engine(database, autocommit=autocommit)
+        try:
+            with engine.connect() as conn:
+                yield conn
+        finally:
+            engine.dispose()

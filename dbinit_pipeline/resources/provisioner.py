@@ -1,0 +1,123 @@
+"""Provisioning: make sure a server answers for the environment, and say how it was found."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import ConfigurableResource
+from sqlalchemy import text
+
+from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.errors import ConfigurationError, ProvisioningError, UnsupportedError
+from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef, display_url, parse_url
+from dbinit_pipeline.resources.embedded_server import EmbeddedPostgres
+from dbinit_pipeline.resources.project import load_cached
+from dbinit_pipeline.stages.results import InitPlan
+
+
+@dataclass(frozen=True)
+class ServerFound:
+    server: ServerRef
+    infrastructure: str
+    details: dict[str, Any]
+
+
+def embedded_server_for(config: LoadedConfig, environment: str) -> EmbeddedPostgres:
+    """The embedded server of one environment: `.dbinit/<env>/` beside the configuration."""
+    return EmbeddedPostgres(config.state_dir / environment)
+
+
+def server_from_env(config: LoadedConfig, plan: InitPlan) -> ServerRef:
+    """The server named by the environment's connection variable (validated to be set)."""
+    var = plan.connection_env
+    if not var:
+        raise ConfigurationError(
+            f"environments.{plan.environment}.connection_string_env is not set in {config.path}",
+            suggestions=[f"Set environments.{plan.environment}.connection_string_env to the NAME of a variable."],
+        )
+    raw = os.environ.get(var)
+    if not raw:
+        raise ConfigurationError(
+            f"Environment variable {var} is not set (environment {plan.environment!r})",
+            code="missing_connection_variable",
+            suggestions=[f"export {var}=postgresql://USER:PASSWORD@HOST:5432/postgres"],
+        )
+    url = parse_url(raw, source=var)
+    return ServerRef(
+        provider=plan.provider,
+        url_display=display_url(url),
+        secret_source=f"env:{var}",
+        maintenance_database=url.database or maintenance_database(plan.provider),
+    )
+
+
+def maintenance_database(provider: str) -> str:
+    from dbinit_pipeline.providers import provider_for
+
+    return provider_for(provider).maintenance_database
+
+
+def check_answers(server: ServerRef) -> float:
+    """Connect to the maintenance database and run SELECT 1; returns the latency in ms."""
+    import time
+
+    started = time.perf_counter()
+    with DatabaseServer(server).connect() as conn:
+        conn.execute(text("SELECT 1"))
+    return (time.perf_counter() - started) * 1000
+
+
+def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
+    """Find or start the server for `plan` according to its hosting."""
+    if plan.hosting == "embedded":
+        if plan.provider != "postgresql":
+            raise UnsupportedError(
+                "hosting 'embedded' runs PostgreSQL only",
+                suggestions=["Use hosting: local with a MySQL server, or provider: postgresql."],
+            )
+        embedded = embedded_server_for(config, plan.environment)
+        if plan.dry_run and not embedded.initialized:
+            ref = ServerRef("postgresql", "postgresql://postgres@127.0.0.1/postgres", "none", "postgres")
+            return ServerFound(ref, "would_provision", {"data_dir": str(embedded.pgdata)})
+        status = embedded.ensure_running()
+        url = f"postgresql://{status.user}@{status.host}:{status.port}/postgres"
+        ref = ServerRef("postgresql", url, f"file:{status.password_file}", "postgres")
+        check_answers(ref)
+        return ServerFound(
+            ref,
+            "embedded",
+            {"data_dir": str(embedded.pgdata), "started": status.started, "initialized": status.initialized},
+        )
+    if plan.hosting == "local":
+        ref = server_from_env(config, plan)
+        latency = check_answers(ref)
+        return ServerFound(ref, "existing", {"latency_ms": round(latency, 1)})
+    if plan.hosting in ("gcp-sql", "azure-sql"):
+        raise ProvisioningError(
+            "Database infrastructure not found and cannot be provisioned: "
+            f"hosting {plan.hosting!r} has no provisioner",
+            code="infrastructure_missing",
+            suggestions=[
+                f"Provision the {plan.hosting} instance manually (console or infrastructure as code).",
+                f"Then set environments.{plan.environment}.hosting: local and point "
+                f"{plan.connection_env or 'its connection variable'} at it.",
+            ],
+        )
+    raise UnsupportedError(
+        f"hosting {plan.hosting!r} is not supported yet",
+        suggestions=[
+            "Use hosting: embedded (a PostgreSQL server managed in .dbinit/) or hosting: local "
+            "(a server you run, named by the connection variable).",
+        ],
+    )
+
+
+class Provisioner(ConfigurableResource):  # type: ignore[misc]
+    """Finds, starts or creates the server of one environment."""
+
+    config_path: str
+
+    def provision(self, plan: InitPlan) -> ServerFound:
+        return provision(load_cached(self.config_path), plan)

@@ -1,0 +1,107 @@
+"""The ledger `dbinit_migrations`: what was applied, from which file (sha256), when, by which run.
+
+It sits beside Alembic's `alembic_version`, which keeps one row per package head so that the
+version table reads as Alembic's own would for one branch per package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+LEDGER_TABLE = "dbinit_migrations"
+VERSION_TABLE = "alembic_version"
+
+metadata = sa.MetaData()
+ledger = sa.Table(
+    LEDGER_TABLE,
+    metadata,
+    sa.Column("package", sa.String(64), primary_key=True),
+    sa.Column("revision", sa.String(64), primary_key=True),
+    sa.Column("checksum", sa.String(64), nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("duration_ms", sa.Integer(), nullable=False),
+)
+version_table = sa.Table(
+    VERSION_TABLE,
+    metadata,
+    sa.Column("version_num", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    package: str
+    revision: str
+    checksum: str
+    filename: str
+    applied_at: datetime | None = None
+    run_id: str = ""
+    duration_ms: int = 0
+
+
+def exists(conn: Connection) -> bool:
+    """Whether the ledger table exists in the connected database."""
+    return sa.inspect(conn).has_table(LEDGER_TABLE)
+
+
+def ensure(conn: Connection) -> None:
+    """Create the ledger and the version table when missing."""
+    metadata.create_all(conn, checkfirst=True)
+
+
+def read(conn: Connection) -> dict[tuple[str, str], LedgerEntry]:
+    """Every applied migration, in one query."""
+    rows = conn.execute(
+        sa.select(
+            ledger.c.package,
+            ledger.c.revision,
+            ledger.c.checksum,
+            ledger.c.filename,
+            ledger.c.applied_at,
+            ledger.c.run_id,
+            ledger.c.duration_ms,
+        )
+    ).all()
+    return {(r[0], r[1]): LedgerEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
+
+
+def record(conn: Connection, entries: Sequence[LedgerEntry]) -> None:
+    """Append applied migrations (one multi-row insert)."""
+    if not entries:
+        return
+    now = datetime.now(UTC)
+    conn.execute(
+        ledger.insert(),
+        [
+            {
+                "package": e.package,
+                "revision": e.revision,
+                "checksum": e.checksum,
+                "filename": e.filename,
+                "applied_at": e.applied_at or now,
+                "run_id": e.run_id,
+                "duration_ms": e.duration_ms,
+            }
+            for e in entries
+        ],
+    )
+
+
+def set_heads(conn: Connection, replaced: Sequence[str], heads: Sequence[str]) -> None:
+    """Replace the version-table rows of the given packages' revisions by their new heads."""
+    if replaced:
+        conn.execute(version_table.delete().where(version_table.c.version_num.in_(list(replaced))))
+    if heads:
+        conn.execute(version_table.insert(), [{"version_num": h} for h in heads])
+
+
+def read_heads(conn: Connection) -> set[str]:
+    return {r[0] for r in conn.execute(sa.select(version_table.c.version_num)).all()}

@@ -1,0 +1,30 @@
+"""Discover the registry of a configuration once per run."""
+
+from __future__ import annotations
+
+import threading
+
+from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.schema.registry import PackageRegistry
+
+_cache: dict[tuple[str, str], PackageRegistry] = {}
+_lock = threading.Lock()
+
+
+def registry_for(config: LoadedConfig, run_id: str = "") -> PackageRegistry:
+    """The validated registry for `config`; within one run the files are read only once."""
+    key = (str(config.path), run_id)
+    with _lock:
+        cached = _cache.get(key) if run_id else None
+    if cached is not None:
+        return cached
+    registry = PackageRegistry.discover(
+        [config.resolve(p) for p in config.model.packages.paths],
+        entry_points=config.model.packages.entry_points,
+    )
+    if run_id:
+        with _lock:
+            if len(_cache) > 8:
+                _cache.clear()
+            _cache[key] = registry
+    return registry

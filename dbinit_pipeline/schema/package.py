@@ -1,0 +1,269 @@
+"""A package schema on disk: `package.yaml` and its Alembic revision scripts.
+
+Reading a package never imports its scripts: revision ids come from the scripts' header
+assignments, and the tables each script creates (and the tables its foreign keys point to)
+from its syntax tree, so validation and the no-op path stay cheap and touch nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dbinit_pipeline.errors import PackageError
+
+PACKAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
+_SQL_CREATE = re.compile(r"create\s+table\s+(?:if\s+not\s+exists\s+)?[\"`]?(\w+)", re.IGNORECASE)
+_SQL_REFERENCES = re.compile(r"references\s+[\"`]?(\w+)", re.IGNORECASE)
+
+
+class Manifest(BaseModel):
+    """The contents of `package.yaml`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: str = "0.0.0"
+    description: str = ""
+    depends_on: list[str] = Field(default_factory=list)
+    models: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PACKAGE_NAME.match(value):
+            raise ValueError("use lowercase letters, digits and underscores, starting with a letter")
+        return value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: object) -> str:
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One revision script of one package."""
+
+    package: str
+    revision: str
+    down_revisions: tuple[str, ...]
+    path: Path
+    checksum: str
+    creates_tables: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.package, self.revision)
+
+
+@dataclass(frozen=True)
+class Package:
+    """A package schema: its manifest and its migrations in apply order."""
+
+    name: str
+    version: str
+    description: str
+    depends_on: tuple[str, ...]
+    path: Path
+    manifest_path: Path
+    migrations: tuple[Migration, ...]
+    models: str | None = None
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def head(self) -> str | None:
+        return self.migrations[-1].revision if self.migrations else None
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return tuple(t for m in self.migrations for t in m.creates_tables)
+
+
+def _parse_down(raw: str, path: Path) -> tuple[str, ...]:
+    raw = raw.split("#", 1)[0].strip()
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise PackageError(
+            f"{path}: down_revision must be None, a string or a tuple of strings",
+            suggestions=[f"Fix down_revision in {path}."],
+        ) from None
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise PackageError(f"{path}: down_revision must be None, a string or a tuple of strings")
+
+
+def _string_arg(node: ast.expr) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def table_facts(source: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Tables a script creates and tables its foreign keys reference, read from its syntax tree."""
+    creates: list[str] = []
+    references: list[str] = []
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return (), ()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 12:
+            creates.extend(m.group(1) for m in _SQL_CREATE.finditer(node.value))
+            references.extend(m.group(1) for m in _SQL_REFERENCES.finditer(node.value))
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name == "create_table" and node.args:
+            table = _string_arg(node.args[0])
+            if table:
+                creates.append(table)
+        elif name == "ForeignKey" and node.args:
+            target = _string_arg(node.args[0])
+            if target and "." in target:
+                references.append(target.rsplit(".", 1)[0].split(".")[-1])
+        elif name == "ForeignKeyConstraint" and len(node.args) >= 2:
+            cols = node.args[1]
+            if isinstance(cols, (ast.List, ast.Tuple)) and cols.elts:
+                target = _string_arg(cols.elts[0])
+                if target and "." in target:
+                    references.append(target.rsplit(".", 1)[0].split(".")[-1])
+        elif name == "create_foreign_key" and len(node.args) >= 3:
+            target = _string_arg(node.args[2])
+            if target:
+                references.append(target)
+    return tuple(dict.fromkeys(creates)), tuple(dict.fromkeys(references))
+
+
+def read_migration(package: str, path: Path) -> Migration:
+    """Read one revision script without importing it."""
+    data = path.read_bytes()
+    source = data.decode("utf-8", errors="replace")
+    revision = _REVISION.search(source)
+    down = _DOWN.search(source)
+    if revision is None or down is None:
+        raise PackageError(
+            f"Package {package!r}: {path} is not an Alembic revision script "
+            "(it needs top-level `revision = \"...\"` and `down_revision = ...`)",
+            suggestions=[f"Scaffold revisions with `dbinit new-migration {package} -m MESSAGE`."],
+        )
+    creates, references = table_facts(source)
+    return Migration(
+        package=package,
+        revision=revision.group(1),
+        down_revisions=_parse_down(down.group(1), path),
+        path=path,
+        checksum=hashlib.sha256(data).hexdigest(),
+        creates_tables=creates,
+        references=references,
+    )
+
+
+def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, ...]:
+    """Order one package's revisions base first; a broken chain is a `PackageError`."""
+    by_rev: dict[str, Migration] = {}
+    for m in migrations:
+        if m.revision in by_rev:
+            raise PackageError(
+                f"Package {package!r}: revision {m.revision!r} is declared twice, in "
+                f"{by_rev[m.revision].path.name} and {m.path.name}",
+                suggestions=["Give each revision script its own revision id."],
+            )
+        by_rev[m.revision] = m
+    for m in migrations:
+        for down in m.down_revisions:
+            if down not in by_rev:
+                raise PackageError(
+                    f"Package {package!r}: {m.path} has down_revision {down!r}, "
+                    "which no script of this package declares",
+                    code="broken_revision_chain",
+                    suggestions=[
+                        "Point down_revision at the previous revision of the same package "
+                        "(None for the first); dependencies on other packages go in package.yaml."
+                    ],
+                )
+    bases = [m for m in migrations if not m.down_revisions]
+    children: dict[str, list[str]] = {r: [] for r in by_rev}
+    for m in migrations:
+        for down in m.down_revisions:
+            children[down].append(m.revision)
+    heads = sorted(r for r, kids in children.items() if not kids)
+    if migrations and len(bases) != 1:
+        names = ", ".join(sorted(m.path.name for m in bases)) or "none (a cycle)"
+        raise PackageError(
+            f"Package {package!r} must have exactly one first revision (down_revision = None); found {names}",
+            code="broken_revision_chain",
+            suggestions=["Chain the revisions: each script's down_revision names the one before it."],
+        )
+    if len(heads) > 1:
+        files = ", ".join(by_rev[h].path.name for h in heads)
+        raise PackageError(
+            f"Package {package!r} has {len(heads)} heads ({files}): its revisions fork",
+            code="multiple_heads",
+            suggestions=["Point one of the forked scripts' down_revision at the other, or add a merge revision."],
+        )
+    ordered: list[Migration] = []
+    indegree = {r: len(by_rev[r].down_revisions) for r in by_rev}
+    ready = sorted(r for r, d in indegree.items() if d == 0)
+    while ready:
+        rev = ready.pop(0)
+        ordered.append(by_rev[rev])
+        for child in sorted(children[rev]):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    if len(ordered) != len(migrations):
+        raise PackageError(
+            f"Package {package!r}: its revisions form a cycle", code="broken_revision_chain"
+        )
+    return tuple(ordered)
+
+
+def read_package(folder: Path) -> Package:
+    """Read `folder/package.yaml` and `folder/migrations/*.py`."""
+    manifest_path = folder / "package.yaml"
+    try:
+        raw = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PackageError(
+            f"{manifest_path}: cannot be read as YAML ({exc})",
+            suggestions=[f"Fix {manifest_path}."],
+        ) from None
+    try:
+        manifest = Manifest.model_validate(raw if isinstance(raw, dict) else {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
+            f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+            for e in exc.errors()
+        )
+        raise PackageError(
+            f"{manifest_path}: invalid package manifest: {problems}",
+            suggestions=[f"Fix {manifest_path}: name, version, description, depends_on, models."],
+        ) from None
+    migrations_dir = folder / "migrations"
+    scripts = sorted(p for p in migrations_dir.glob("*.py") if not p.name.startswith("_"))
+    migrations = [read_migration(manifest.name, p) for p in scripts]
+    return Package(
+        name=manifest.name,
+        version=manifest.version,
+        description=manifest.description,
+        depends_on=tuple(d for d in manifest.depends_on if d != "core"),
+        path=folder,
+        manifest_path=manifest_path,
+        migrations=order_chain(manifest.name, migrations),
+        models=manifest.models,
+    )

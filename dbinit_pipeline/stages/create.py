@@ -1,0 +1,68 @@
+"""Stage 4, create: the target database exists, according to the `if_exists` policy."""
+
+
+from dagster import OpExecutionContext, op
+from sqlalchemy.exc import ProgrammingError
+
+from dbinit_pipeline.errors import DatabaseExists, InputError
+from dbinit_pipeline.resources.database_server import DatabaseServer
+from dbinit_pipeline.resources.operation_log import OperationLog
+from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
+from dbinit_pipeline.stages.results import DatabaseReady, InitPlan, Provisioned
+
+
+def ensure_database(server: DatabaseServer, plan: InitPlan) -> tuple[str, bool]:
+    """Create, reuse, refuse or recreate the database; returns (action, existed_before)."""
+    provider = server.provider
+    name = provider.validate_database_name(plan.database_name)
+    with server.connect(autocommit=True) as conn:
+        exists = provider.database_exists(conn, name)
+        if plan.dry_run:
+            if not exists:
+                return "would_create", False
+            return ("would_recreate" if plan.if_exists == "recreate" else "existing"), True
+        if exists:
+            if plan.if_exists == "reuse":
+                return "existing", True
+            if plan.if_exists == "error":
+                raise DatabaseExists(
+                    f"Database {name!r} already exists on {server.ref.url_display} and if_exists is 'error'",
+                    suggestions=[
+                        "Use the existing database: --if-exists reuse (the default).",
+                        "Or choose another name: --database-name NAME.",
+                        "Or drop it first (never done automatically for a protected environment).",
+                    ],
+                )
+            if plan.protected:
+                raise InputError(
+                    f"if_exists 'recreate' is refused for the protected environment {plan.environment!r}",
+                    code="recreate_refused",
+                )
+            provider.drop_database(conn, name)
+            provider.create_database(conn, name)
+            return "recreated", True
+        try:
+            provider.create_database(conn, name)
+        except ProgrammingError as exc:
+            # Another run created it between our check and our CREATE.
+            if getattr(exc.orig, "sqlstate", None) == "42P04" and plan.if_exists == "reuse":
+                return "existing", True
+            raise
+        return "created", False
+
+
+def database_ready(provisioned: Provisioned) -> DatabaseReady:
+    plan = provisioned.plan
+    if provisioned.infrastructure == "would_provision":
+        return DatabaseReady(provisioned, "would_create", existed_before=False)
+    action, existed = ensure_database(DatabaseServer(provisioned.server), plan)
+    return DatabaseReady(provisioned, action, existed_before=existed)
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def create(context: OpExecutionContext, provisioned: Provisioned, operation_log: OperationLog) -> DatabaseReady:
+    """Make sure the target database exists (or, in a dry run, say what would happen)."""
+    plan = provisioned.plan
+    ready = run_stage(context, "create", operation_log, lambda: database_ready(provisioned), plan=plan)
+    context.log.info(f"create: database {plan.database_name} {ready.action}")
+    return ready

@@ -1,0 +1,40 @@
+"""Stage 6, package_schemas: every registered package, dependencies first, atomically where possible."""
+
+
+from dagster import OpExecutionContext, op
+
+from dbinit_pipeline.resources.operation_log import OperationLog
+from dbinit_pipeline.resources.project import ProjectResource
+from dbinit_pipeline.schema.loading import registry_for
+from dbinit_pipeline.stages.core_schema import apply_packages
+from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
+from dbinit_pipeline.stages.results import CoreApplied, PackagesApplied
+from dbinit_pipeline.stages.schema_progress import progress_logger
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def package_schemas(
+    context: OpExecutionContext, core: CoreApplied, project: ProjectResource, operation_log: OperationLog
+) -> PackagesApplied:
+    """Apply the pending migrations of every package in dependency order."""
+    config = project.load()
+    report = run_stage(
+        context,
+        "package_schemas",
+        operation_log,
+        lambda: apply_packages(
+            config,
+            core.database,
+            registry_for(config, context.run_id).packages(),
+            progress=progress_logger(context, "package_schemas"),
+        ),
+        plan=core.plan,
+        database=core.database,
+    )
+    names = ", ".join(p.name for p in report.packages) or "none"
+    verb = "would apply" if report.dry_run else "applied"
+    count = report.pending if report.dry_run else report.migrations_applied
+    context.log.info(f"package_schemas: {verb} {count} migration(s); packages: {names}")
+    if report.note:
+        context.log.warning(f"package_schemas: {report.note}")
+    return PackagesApplied(core, report)

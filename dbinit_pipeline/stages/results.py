@@ -1,0 +1,120 @@
+"""What each stage hands to the next. Each result carries the one before it, so the order of
+the ops is data flow, and no result ever carries a password."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbinit_pipeline.resources.database_server import ServerRef
+from dbinit_pipeline.schema.runner import ApplyReport
+
+
+@dataclass(frozen=True)
+class InitPlan:
+    """validate: what this run will do, decided before anything is touched."""
+
+    environment: str
+    project: str
+    database_name: str
+    provider: str
+    hosting: str
+    if_exists: str
+    dry_run: bool
+    protected: bool
+    needs_approval: bool
+    config_path: str
+    connection_env: str | None
+    package_order: tuple[str, ...]
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class Approved:
+    """approve: whether approval was needed, and who gave it."""
+
+    plan: InitPlan
+    required: bool
+    approved_by: str | None = None
+    approval_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """provision: the server that answers for this environment."""
+
+    approved: Approved
+    server: ServerRef
+    infrastructure: str  # embedded | existing | provisioned | would_provision
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> InitPlan:
+        return self.approved.plan
+
+
+@dataclass(frozen=True)
+class DatabaseReady:
+    """create: the target database, and whether this run created it."""
+
+    provisioned: Provisioned
+    action: str  # created | existing | recreated | would_create | would_recreate
+    existed_before: bool
+
+    @property
+    def plan(self) -> InitPlan:
+        return self.provisioned.plan
+
+    @property
+    def server(self) -> ServerRef:
+        return self.provisioned.server
+
+    @property
+    def created_by_this_run(self) -> bool:
+        return self.action in ("created", "recreated")
+
+    @property
+    def exists(self) -> bool:
+        return self.action in ("created", "recreated", "existing")
+
+
+@dataclass(frozen=True)
+class CoreApplied:
+    """core_schema: the core package's report."""
+
+    database: DatabaseReady
+    report: ApplyReport
+
+    @property
+    def plan(self) -> InitPlan:
+        return self.database.plan
+
+
+@dataclass(frozen=True)
+class PackagesApplied:
+    """package_schemas: every other package's report."""
+
+    core: CoreApplied
+    report: ApplyReport
+
+    @property
+    def database(self) -> DatabaseReady:
+        return self.core.database
+
+    @property
+    def plan(self) -> InitPlan:
+        return self.core.plan
+
+
+@dataclass(frozen=True)
+class Verified:
+    """verify: the comparison with the expected schema and the health report."""
+
+    packages: PackagesApplied
+    schema: dict[str, Any]
+    health: dict[str, Any]
+    status: str  # healthy | degraded | unhealthy | skipped
+
+    @property
+    def plan(self) -> InitPlan:
+        return self.packages.plan

@@ -1,0 +1,56 @@
+"""Stage 7, verify: the live schema matches what the core and packages declare, and it is healthy."""
+
+
+from dagster import OpExecutionContext, op
+
+from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.errors import VerificationError
+from dbinit_pipeline.health import verify_database
+from dbinit_pipeline.resources.database_server import DatabaseServer
+from dbinit_pipeline.resources.operation_log import OperationLog
+from dbinit_pipeline.resources.project import ProjectResource
+from dbinit_pipeline.schema.loading import registry_for
+from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
+from dbinit_pipeline.stages.results import PackagesApplied, Verified
+
+
+def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
+    """Verify the database; drift or an unhealthy check is a permanent failure."""
+    plan = applied.plan
+    if plan.dry_run:
+        return Verified(applied, {"status": "skipped"}, {"status": "skipped"}, "skipped")
+    packages = registry_for(config, plan.run_id).ordered()
+    outcome = verify_database(
+        DatabaseServer(applied.database.server), plan.database_name, packages, config.model.health
+    )
+    if outcome.schema["status"] != "ok" or outcome.status == "unhealthy":
+        failing = [name for name, check in outcome.health.items() if isinstance(check, dict) and check.get("status") == "unhealthy"]
+        raise VerificationError(
+            f"Database {plan.database_name} failed verification: "
+            + ("; ".join(outcome.schema["drift"][:20]) or f"unhealthy checks: {', '.join(failing)}"),
+            code="schema_drift" if outcome.schema["drift"] else "unhealthy",
+            details={"schema": outcome.schema, "health": outcome.health},
+            suggestions=[
+                f"Inspect it: dbinit health {plan.environment}",
+                "A table dropped or altered by hand: restore it, or recreate a throw-away database "
+                "with --if-exists recreate.",
+            ],
+        )
+    return Verified(applied, outcome.schema, outcome.health, outcome.status)
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def verify(
+    context: OpExecutionContext, applied: PackagesApplied, project: ProjectResource, operation_log: OperationLog
+) -> Verified:
+    """Compare the live schema with the expected one and run the health checks."""
+    verified = run_stage(
+        context,
+        "verify",
+        operation_log,
+        lambda: verify_applied(project.load(), applied),
+        plan=applied.plan,
+        database=applied.database,
+    )
+    context.log.info(f"verify: {verified.status}")
+    return verified
