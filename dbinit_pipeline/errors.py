@@ -194,7 +194,9 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
     if state == "42501" or "permission denied" in lowered or state == "mysql:1044":
         return PermissionDenied(
             f"Permission denied{where}: {text}",
-            suggestions=["Grant the connecting role the privilege named above, or connect as a role that has it."],
+            suggestions=[
+                "Grant the connecting role the privilege named above, or connect as a role that has it."
+            ],
         )
     if "out of shared memory" in lowered or state == "53200":
         return DatabaseFault(
@@ -205,13 +207,18 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
                 "Or set packages.transaction: per_package in dbinit.yaml to commit per package.",
             ],
         )
-    if state in _TRANSIENT_SQLSTATES or any(marker in lowered for marker in _TRANSIENT_TEXT) or state in {
-        "mysql:2003",
-        "mysql:2013",
-        "mysql:2006",
-        "mysql:1205",
-        "mysql:1213",
-    }:
+    if (
+        state in _TRANSIENT_SQLSTATES
+        or any(marker in lowered for marker in _TRANSIENT_TEXT)
+        or state
+        in {
+            "mysql:2003",
+            "mysql:2013",
+            "mysql:2006",
+            "mysql:1205",
+            "mysql:1213",
+        }
+    ):
         return ConnectionFailure(
             f"The database server did not answer{where}: {text}",
             suggestions=[
@@ -225,7 +232,9 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
     if module.startswith(("psycopg", "pymysql", "sqlalchemy", "MySQLdb")):
         return DatabaseFault(
             f"The database reported an error{where}: {text}",
-            suggestions=["Read the error above; fix the cause on the server or in the migration, then rerun."],
+            suggestions=[
+                "Read the error above; fix the cause on the server or in the migration, then rerun."
+            ],
         )
     return DbinitError(
         f"Unexpected {type(exc).__name__}{where}: {text}",

@@ -79,6 +79,10 @@ def verify_database(
         "missing_heads": sorted(expected_heads - heads),
     }
     schema_check = {"status": "unhealthy" if drift else "healthy", "drift": len(drift)}
-    checks = {"connectivity": connectivity, "migrations": migrations, "schema": schema_check}
+    checks: dict[str, dict[str, Any]] = {
+        "connectivity": connectivity,
+        "migrations": migrations,
+        "schema": schema_check,
+    }
     status = worst([c["status"] for c in checks.values()])
     return VerifyOutcome(schema=schema, health={**checks, "status": status}, status=status)

@@ -73,7 +73,7 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
             f"{migrations} migration(s) in {len(outcomes)} package(s)"
         )
         next_steps = [
-            f"Add a migration to a package: dbinit new-migration PACKAGE -m 'describe it'",
+            "Add a migration to a package: dbinit new-migration PACKAGE -m 'describe it'",
             f"Apply new migrations: dbinit init {plan.environment}",
         ]
     return {
@@ -109,7 +109,9 @@ def error_response(
         "timestamp": _now(),
     }
     if error.details:
-        response["details"] = {k: redact(str(v)) if isinstance(v, str) else v for k, v in error.details.items()}
+        response["details"] = {
+            k: redact(str(v)) if isinstance(v, str) else v for k, v in error.details.items()
+        }
     if cleanup:
         response["cleanup"] = cleanup
     return response

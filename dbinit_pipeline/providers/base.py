@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import zlib
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -84,6 +85,10 @@ class Provider(ABC):
     @abstractmethod
     def lock_in_transaction(self, conn: Connection, database: str, timeout_s: float) -> None:
         """Take the schema lock for `database` until the current transaction ends."""
+
+    @abstractmethod
+    def session_lock(self, conn: Connection, database: str, timeout_s: float) -> AbstractContextManager[None]:
+        """Hold the initialization lock for `database` on this connection's session until exit."""
 
     @abstractmethod
     def lock_capacity(self, conn: Connection) -> LockCapacity: ...

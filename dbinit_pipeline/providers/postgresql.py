@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import Connection, text
 
 from dbinit_pipeline.errors import LockTimeout
@@ -32,31 +36,53 @@ class PostgresProvider(Provider):
             text(f"DROP DATABASE IF EXISTS {self.quote(self.validate_database_name(name))} WITH (FORCE)")
         )
 
-    def lock_in_transaction(self, conn: Connection, database: str, timeout_s: float) -> None:
-        conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(timeout_s * 1000)}ms"})
-        got = conn.execute(
-            text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self.lock_key(database)}
-        ).scalar()
-        if got:
-            return
-        import time
-
+    def _wait_for_lock(self, conn: Connection, database: str, timeout_s: float, function: str) -> None:
+        key = self.lock_key(database)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while not conn.execute(text(f"SELECT {function}(:k)"), {"k": key}).scalar():
+            if time.monotonic() >= deadline:
+                holder = conn.execute(
+                    text(
+                        "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l"
+                        " JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE l.locktype = 'advisory' AND l.objid = :k AND l.granted LIMIT 1"
+                    ),
+                    {"k": key},
+                ).first()
+                who = (
+                    f" (server process {holder[0]}, {holder[1] or 'unknown client'}, since {holder[2]})"
+                    if holder
+                    else ""
+                )
+                raise LockTimeout(
+                    f"Another initialization of database {database!r} holds its lock{who}; "
+                    f"waited {timeout_s:.0f} s",
+                    suggestions=[
+                        "Wait for the other run to finish (see the Dagster UI), then rerun.",
+                        "Raise safety.lock_timeout in dbinit.yaml to wait longer.",
+                    ],
+                )
             time.sleep(0.2)
-            got = conn.execute(
-                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self.lock_key(database)}
-            ).scalar()
-            if got:
-                return
-        raise LockTimeout(
-            f"Another initialization of database {database!r} holds its schema lock; "
-            f"waited {timeout_s:.0f} s",
-            suggestions=[
-                "Wait for the other run to finish (see the Dagster UI), then rerun.",
-                "Raise safety.lock_timeout in dbinit.yaml to wait longer.",
-            ],
+
+    def lock_in_transaction(self, conn: Connection, database: str, timeout_s: float) -> None:
+        conn.execute(
+            text("SELECT set_config('lock_timeout', :t, true)"),
+            {"t": f"{max(int(timeout_s * 1000), 1)}ms"},
         )
+        self._wait_for_lock(conn, database, timeout_s, "pg_try_advisory_xact_lock")
+
+    @contextmanager
+    def session_lock(self, conn: Connection, database: str, timeout_s: float) -> Iterator[None]:
+        self._wait_for_lock(conn, database, timeout_s, "pg_try_advisory_lock")
+        if conn.in_transaction():
+            conn.commit()
+        try:
+            yield
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.lock_key(database)})
+            conn.commit()
 
     def lock_capacity(self, conn: Connection) -> LockCapacity:
         row = conn.execute(

@@ -8,7 +8,7 @@ from dbinit_pipeline.errors import ApprovalError
 from dbinit_pipeline.stages.results import Approved, InitPlan
 
 
-class ApprovalGate(ConfigurableResource):  # type: ignore[misc]
+class ApprovalGate(ConfigurableResource):  # type: ignore[type-arg]
     """Decides whether a plan may proceed."""
 
     config_path: str

@@ -140,9 +140,7 @@ class EmbeddedPostgres:
         cmd = [str(commands.POSTGRES_BIN_PATH / argv[0]), *argv[1:]]
         user = _SYSTEM_USER if os.geteuid() == 0 else None
         try:
-            return subprocess.run(
-                cmd, check=True, capture_output=True, text=True, timeout=timeout, user=user
-            )
+            return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout, user=user)
         except subprocess.CalledProcessError as exc:
             raise ProvisioningError(
                 f"Embedded PostgreSQL: {argv[0]} failed: {(exc.stderr or exc.stdout).strip()[-800:]}",

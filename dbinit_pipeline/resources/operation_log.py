@@ -32,7 +32,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class OperationLog(ConfigurableResource):  # type: ignore[misc]
+class OperationLog(ConfigurableResource):  # type: ignore[type-arg]
     """Appends operation records to a JSON-lines file."""
 
     path: str

@@ -24,7 +24,7 @@ def load_cached(path: str) -> LoadedConfig:
     return _load(path, mtime)
 
 
-class ProjectResource(ConfigurableResource):  # type: ignore[misc]
+class ProjectResource(ConfigurableResource):  # type: ignore[type-arg]
     """Where the configuration is and which environment this job initializes."""
 
     config_path: str

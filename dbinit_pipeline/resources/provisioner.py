@@ -11,7 +11,12 @@ from sqlalchemy import text
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.errors import ConfigurationError, ProvisioningError, UnsupportedError
-from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef, display_url, parse_url
+from dbinit_pipeline.resources.database_server import (
+    DatabaseServer,
+    ServerRef,
+    display_url,
+    parse_url,
+)
 from dbinit_pipeline.resources.embedded_server import EmbeddedPostgres
 from dbinit_pipeline.resources.project import load_cached
 from dbinit_pipeline.stages.results import InitPlan
@@ -35,7 +40,9 @@ def server_from_env(config: LoadedConfig, plan: InitPlan) -> ServerRef:
     if not var:
         raise ConfigurationError(
             f"environments.{plan.environment}.connection_string_env is not set in {config.path}",
-            suggestions=[f"Set environments.{plan.environment}.connection_string_env to the NAME of a variable."],
+            suggestions=[
+                f"Set environments.{plan.environment}.connection_string_env to the NAME of a variable."
+            ],
         )
     raw = os.environ.get(var)
     if not raw:
@@ -88,7 +95,11 @@ def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
         return ServerFound(
             ref,
             "embedded",
-            {"data_dir": str(embedded.pgdata), "started": status.started, "initialized": status.initialized},
+            {
+                "data_dir": str(embedded.pgdata),
+                "started": status.started,
+                "initialized": status.initialized,
+            },
         )
     if plan.hosting == "local":
         ref = server_from_env(config, plan)
@@ -114,7 +125,7 @@ def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
     )
 
 
-class Provisioner(ConfigurableResource):  # type: ignore[misc]
+class Provisioner(ConfigurableResource):  # type: ignore[type-arg]
     """Finds, starts or creates the server of one environment."""
 
     config_path: str

@@ -20,10 +20,10 @@ def expected_schema(packages: Sequence[Package]) -> ExpectedSchema:
     """Core tables from its SQLAlchemy models, package tables from their migrations."""
     tables: dict[str, str] = {LEDGER_TABLE: "dbinit", VERSION_TABLE: "dbinit"}
     fks: set[tuple[str, str]] = set()
-    for table in core_metadata.tables.values():
-        tables[table.name] = "core"
-        for fk in table.foreign_keys:
-            fks.add((table.name, fk.column.table.name))
+    for core_table in core_metadata.tables.values():
+        tables[core_table.name] = "core"
+        for fk in core_table.foreign_keys:
+            fks.add((core_table.name, fk.column.table.name))
     for pkg in packages:
         if pkg.name == "core":
             continue

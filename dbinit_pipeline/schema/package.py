@@ -157,7 +157,7 @@ def read_migration(package: str, path: Path) -> Migration:
     if revision is None or down is None:
         raise PackageError(
             f"Package {package!r}: {path} is not an Alembic revision script "
-            "(it needs top-level `revision = \"...\"` and `down_revision = ...`)",
+            '(it needs top-level `revision = "..."` and `down_revision = ...`)',
             suggestions=[f"Scaffold revisions with `dbinit new-migration {package} -m MESSAGE`."],
         )
     creates, references = table_facts(source)
@@ -213,7 +213,9 @@ def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, .
         raise PackageError(
             f"Package {package!r} has {len(heads)} heads ({files}): its revisions fork",
             code="multiple_heads",
-            suggestions=["Point one of the forked scripts' down_revision at the other, or add a merge revision."],
+            suggestions=[
+                "Point one of the forked scripts' down_revision at the other, or add a merge revision."
+            ],
         )
     ordered: list[Migration] = []
     indegree = {r: len(by_rev[r].down_revisions) for r in by_rev}
@@ -226,9 +228,7 @@ def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, .
             if indegree[child] == 0:
                 ready.append(child)
     if len(ordered) != len(migrations):
-        raise PackageError(
-            f"Package {package!r}: its revisions form a cycle", code="broken_revision_chain"
-        )
+        raise PackageError(f"Package {package!r}: its revisions form a cycle", code="broken_revision_chain")
     return tuple(ordered)
 
 

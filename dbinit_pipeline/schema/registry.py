@@ -7,7 +7,7 @@ and the file at fault.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -46,7 +46,7 @@ def entry_point_folders() -> list[tuple[str, Path]]:
     return found
 
 
-def find_cycle(graph: dict[str, Sequence[str]]) -> list[str] | None:
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     """One dependency cycle as a path (first name repeated at the end), or None."""
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -133,7 +133,9 @@ class PackageRegistry:
                 continue
             self.by_name[pkg.name] = pkg
         if CORE in self.by_name and self.by_name[CORE].path != CORE_PACKAGE_DIR:
-            problems.append(f"package name 'core' is reserved for the core schema: {self.by_name[CORE].manifest_path}")
+            problems.append(
+                f"package name 'core' is reserved for the core schema: {self.by_name[CORE].manifest_path}"
+            )
         for pkg in self.by_name.values():
             for dep in pkg.depends_on:
                 if dep not in self.by_name:
@@ -224,7 +226,7 @@ class PackageRegistry:
         """The dependency graph as a Mermaid flowchart (edges point from a package to what it needs)."""
         lines = ["graph TD"]
         for pkg in self._order:
-            lines.append(f"    {pkg.name}[\"{pkg.name} {pkg.version}\"]")
+            lines.append(f'    {pkg.name}["{pkg.name} {pkg.version}"]')
         for pkg in self._order:
             deps = pkg.depends_on or ((CORE,) if pkg.name != CORE else ())
             lines.extend(f"    {pkg.name} --> {dep}" for dep in deps)

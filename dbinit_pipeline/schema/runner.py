@@ -84,7 +84,11 @@ def _load_script(migration: Migration) -> ModuleType:
         raise MigrationError(
             f"Package {migration.package!r}: {migration.path} cannot be imported: {type(exc).__name__}: {exc}",
             suggestions=[f"Fix {migration.path}; nothing was applied."],
-            details={"package": migration.package, "revision": migration.revision, "file": str(migration.path)},
+            details={
+                "package": migration.package,
+                "revision": migration.revision,
+                "file": str(migration.path),
+            },
         ) from None
     finally:
         sys.modules.pop(name, None)
@@ -107,10 +111,11 @@ def check_history(packages: Sequence[Package], applied: dict[tuple[str, str], Le
                 )
         seen_pending: Migration | None = None
         for m in pkg.migrations:
-            entry = applied.get(m.key)
-            if entry is None:
+            found = applied.get(m.key)
+            if found is None:
                 seen_pending = seen_pending or m
                 continue
+            entry = found
             if entry.checksum != m.checksum:
                 raise ChecksumMismatch(
                     f"Package {pkg.name!r}: {m.path} changed after it was applied "
@@ -127,7 +132,9 @@ def check_history(packages: Sequence[Package], applied: dict[tuple[str, str], Le
                     f"Package {pkg.name!r}: {m.path.name} is applied but the earlier revision "
                     f"{seen_pending.path.name} is not; the history has a gap",
                     code="history_gap",
-                    suggestions=["Never insert a revision before an applied one; append a new revision instead."],
+                    suggestions=[
+                        "Never insert a revision before an applied one; append a new revision instead."
+                    ],
                 )
 
 
@@ -249,10 +256,13 @@ class MigrationRunner:
             conn.rollback()
             if mode == "single":
                 outcomes = self._apply_batch(conn, packages)
-            else:
+            elif mode == "per_package":
                 outcomes = []
                 for pkg in packages:
                     outcomes.extend(self._apply_batch(conn, [pkg]))
+            else:
+                with self.provider.session_lock(conn, self.database, self.lock_timeout):
+                    outcomes = self._apply_each(conn, packages)
         applied_count = sum(len(o.revisions) for o in outcomes)
         return ApplyReport(
             packages=tuple(outcomes),
@@ -293,6 +303,34 @@ class MigrationRunner:
             ledger.set_heads(conn, replaced, [pkg.head for pkg in packages if pkg.head])
         return outcomes
 
+    def _apply_each(self, conn: Connection, packages: Sequence[Package]) -> list[PackageOutcome]:
+        """Where DDL commits by itself: record each migration as soon as it is applied, so a
+        failure leaves a ledger that says exactly where to resume."""
+        with conn.begin():
+            ledger.ensure(conn)
+            applied = ledger.read(conn)
+        check_history(packages, applied)
+        pending = pending_of(packages, applied)
+        total = len(pending)
+        outcomes: list[PackageOutcome] = []
+        done = 0
+        for pkg in packages:
+            mine = [m for m in pending if m.package == pkg.name]
+            for m in mine:
+                with conn.begin():
+                    ctx = MigrationContext.configure(connection=conn)
+                    with Operations.context(ctx):
+                        entry = self._run_one(m)
+                    ledger.record(conn, [entry])
+                    previous = [r.revision for r in pkg.migrations]
+                    ledger.set_heads(conn, previous, [m.revision])
+                done += 1
+                if self.progress:
+                    self.progress(pkg.name, done, total)
+            if mine:
+                outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
+        return outcomes
+
     def _run_one(self, m: Migration) -> LedgerEntry:
         module = _load_script(m)
         t0 = time.perf_counter()
@@ -313,7 +351,9 @@ class MigrationRunner:
 
     def _migration_failure(self, m: Migration, exc: BaseException) -> DbinitError:
         classified = classify(exc, during=f"applying {m.path.name}")
-        statement = redact(" ".join(str(exc.statement).split()))[:500] if isinstance(exc, DBAPIError) else None
+        statement = (
+            redact(" ".join(str(exc.statement).split()))[:500] if isinstance(exc, DBAPIError) else None
+        )
         cause = classified.message
         message = f"Package {m.package!r}, revision {m.revision} ({m.path}) failed: {cause}"
         if statement:

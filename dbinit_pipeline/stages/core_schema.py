@@ -1,6 +1,5 @@
 """Stage 5, core_schema: the core package (auth and workspaces), in one transaction, under a lock."""
 
-
 from dagster import OpExecutionContext, op
 
 from dbinit_pipeline.configuration import LoadedConfig
@@ -39,7 +38,10 @@ def apply_packages(
 
 @op(retry_policy=TRANSIENT_RETRY)
 def core_schema(
-    context: OpExecutionContext, database: DatabaseReady, project: ProjectResource, operation_log: OperationLog
+    context: OpExecutionContext,
+    database: DatabaseReady,
+    project: ProjectResource,
+    operation_log: OperationLog,
 ) -> CoreApplied:
     """Apply the core schema through Alembic."""
     config = project.load()

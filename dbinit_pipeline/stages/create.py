@@ -1,6 +1,5 @@
 """Stage 4, create: the target database exists, according to the `if_exists` policy."""
 
-
 from dagster import OpExecutionContext, op
 from sqlalchemy.exc import ProgrammingError
 
@@ -60,7 +59,9 @@ def database_ready(provisioned: Provisioned) -> DatabaseReady:
 
 
 @op(retry_policy=TRANSIENT_RETRY)
-def create(context: OpExecutionContext, provisioned: Provisioned, operation_log: OperationLog) -> DatabaseReady:
+def create(
+    context: OpExecutionContext, provisioned: Provisioned, operation_log: OperationLog
+) -> DatabaseReady:
     """Make sure the target database exists (or, in a dry run, say what would happen)."""
     plan = provisioned.plan
     ready = run_stage(context, "create", operation_log, lambda: database_ready(provisioned), plan=plan)

@@ -28,7 +28,10 @@ def cleanup_created_database(database: DatabaseReady) -> dict[str, Any]:
     """Drop a database this run created; never a protected one, never one that existed before."""
     plan = database.plan
     if plan.dry_run or not database.created_by_this_run:
-        return {"database": "kept", "reason": "it existed before this run" if database.existed_before else "nothing was created"}
+        return {
+            "database": "kept",
+            "reason": "it existed before this run" if database.existed_before else "nothing was created",
+        }
     if database.existed_before and database.action != "recreated":
         return {"database": "kept", "reason": "it existed before this run"}
     if plan.protected:

@@ -1,6 +1,5 @@
 """Stage 8, log: append the operation record and return the final response."""
 
-
 from typing import Any
 
 from dagster import MetadataValue, OpExecutionContext, op

@@ -1,6 +1,5 @@
 """Stage 6, package_schemas: every registered package, dependencies first, atomically where possible."""
 
-
 from dagster import OpExecutionContext, op
 
 from dbinit_pipeline.resources.operation_log import OperationLog
@@ -14,7 +13,10 @@ from dbinit_pipeline.stages.schema_progress import progress_logger
 
 @op(retry_policy=TRANSIENT_RETRY)
 def package_schemas(
-    context: OpExecutionContext, core: CoreApplied, project: ProjectResource, operation_log: OperationLog
+    context: OpExecutionContext,
+    core: CoreApplied,
+    project: ProjectResource,
+    operation_log: OperationLog,
 ) -> PackagesApplied:
     """Apply the pending migrations of every package in dependency order."""
     config = project.load()

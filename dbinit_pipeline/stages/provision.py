@@ -1,6 +1,5 @@
 """Stage 3, provision: a server answers for this environment (started, found or created)."""
 
-
 from dagster import OpExecutionContext, op
 
 from dbinit_pipeline.resources.operation_log import OperationLog
@@ -11,7 +10,10 @@ from dbinit_pipeline.stages.results import Approved, Provisioned
 
 @op(retry_policy=TRANSIENT_RETRY)
 def provision(
-    context: OpExecutionContext, approved: Approved, provisioner: Provisioner, operation_log: OperationLog
+    context: OpExecutionContext,
+    approved: Approved,
+    provisioner: Provisioner,
+    operation_log: OperationLog,
 ) -> Provisioned:
     """Start the embedded server, check a local one, or find/create cloud infrastructure."""
     plan = approved.plan

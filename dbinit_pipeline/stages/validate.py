@@ -1,6 +1,5 @@
 """Stage 1, validate: parameters, configuration, environment, connection variable, name, packages."""
 
-
 import os
 import re
 
@@ -18,7 +17,7 @@ from dbinit_pipeline.stages.results import InitPlan
 IF_EXISTS = ("reuse", "error", "recreate")
 
 
-class InitParams(Config):  # type: ignore[misc]
+class InitParams(Config):
     """Run parameters: anything left unset comes from dbinit.yaml."""
 
     database_name: str | None = None
@@ -37,7 +36,9 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
     if params.if_exists is not None and params.if_exists not in IF_EXISTS:
         raise InputError(
             f"if_exists {params.if_exists!r} is not one of {', '.join(IF_EXISTS)}",
-            suggestions=["reuse (default) keeps an existing database, error refuses it, recreate drops it first."],
+            suggestions=[
+                "reuse (default) keeps an existing database, error refuses it, recreate drops it first."
+            ],
         )
     env = config.environment(environment)
     model = config.model
@@ -50,7 +51,9 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
             raise ConfigurationError(
                 f"environments.{environment}.connection_string_env is required for hosting "
                 f"{hosting!r} ({config.path})",
-                suggestions=[f"Add connection_string_env: {environment.upper()}_DATABASE_URL to environments.{environment}."],
+                suggestions=[
+                    f"Add connection_string_env: {environment.upper()}_DATABASE_URL to environments.{environment}."
+                ],
             )
         if not os.environ.get(var):
             raise ConfigurationError(
@@ -91,7 +94,10 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
 
 @op(retry_policy=TRANSIENT_RETRY)
 def validate(
-    context: OpExecutionContext, config: InitParams, project: ProjectResource, operation_log: OperationLog
+    context: OpExecutionContext,
+    config: InitParams,
+    project: ProjectResource,
+    operation_log: OperationLog,
 ) -> InitPlan:
     """Check parameters and configuration; decide the database name and the package order."""
     plan = run_stage(

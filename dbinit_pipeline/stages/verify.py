@@ -1,6 +1,5 @@
 """Stage 7, verify: the live schema matches what the core and packages declare, and it is healthy."""
 
-
 from dagster import OpExecutionContext, op
 
 from dbinit_pipeline.configuration import LoadedConfig
@@ -24,7 +23,11 @@ def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
         DatabaseServer(applied.database.server), plan.database_name, packages, config.model.health
     )
     if outcome.schema["status"] != "ok" or outcome.status == "unhealthy":
-        failing = [name for name, check in outcome.health.items() if isinstance(check, dict) and check.get("status") == "unhealthy"]
+        failing = [
+            name
+            for name, check in outcome.health.items()
+            if isinstance(check, dict) and check.get("status") == "unhealthy"
+        ]
         raise VerificationError(
             f"Database {plan.database_name} failed verification: "
             + ("; ".join(outcome.schema["drift"][:20]) or f"unhealthy checks: {', '.join(failing)}"),
@@ -41,7 +44,10 @@ def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
 
 @op(retry_policy=TRANSIENT_RETRY)
 def verify(
-    context: OpExecutionContext, applied: PackagesApplied, project: ProjectResource, operation_log: OperationLog
+    context: OpExecutionContext,
+    applied: PackagesApplied,
+    project: ProjectResource,
+    operation_log: OperationLog,
 ) -> Verified:
     """Compare the live schema with the expected one and run the health checks."""
     verified = run_stage(

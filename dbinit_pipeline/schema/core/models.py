@@ -82,7 +82,11 @@ workspace_members = sa.Table(
     metadata,
     sa.Column("id", _ID, primary_key=True),
     sa.Column(
-        "workspace_id", _ID, sa.ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False, index=True
+        "workspace_id",
+        _ID,
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
     ),
     sa.Column("user_id", _ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
     sa.Column("role", sa.String(32), nullable=False, server_default="member"),

@@ -1,0 +1,40 @@
+# dbinit_pipeline: everything installs into .venv from Python 3.11+ and the package registries.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test lint typecheck check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+## make demo: initialize the dev environment on the embedded PostgreSQL and print the response
+demo: $(STAMP)
+	$(BIN)/dbinit init dev
+
+## make test: install the test extra and run the whole suite
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check dbinit_pipeline dbinit_pipeline_tests
+	$(BIN)/ruff format --check dbinit_pipeline dbinit_pipeline_tests
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .dbinit *.egg-info

@@ -1,0 +1,338 @@
+"""The `dbinit` command: the pipeline from the shell.
+
+`init` runs the environment's Dagster job in this process and prints the response (one JSON
+object) on stdout; progress goes to stderr. `plan` is `init --dry-run`. `status`, `health`,
+`graph` and `new-migration` read and scaffold without running the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dbinit_pipeline.configuration import LoadedConfig, load_config
+from dbinit_pipeline.errors import DbinitError, PackageError, classify
+from dbinit_pipeline.redaction import redact
+from dbinit_pipeline.responses import error_response
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    sys.stdout.write(redact(json.dumps(payload, indent=2, default=str)) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(
+    error: BaseException,
+    *,
+    stage: str,
+    environment: str | None = None,
+    operation: str | None = None,
+) -> int:
+    err = classify(error)
+    response = error_response(err, stage=stage, environment=environment)
+    if operation:
+        response["operation"] = operation
+    _emit(response)
+    return 1
+
+
+def _config(args: argparse.Namespace) -> LoadedConfig:
+    return load_config(Path(args.config).resolve() if args.config else None)
+
+
+# -- init / plan -----------------------------------------------------------------------
+def run_init(
+    config: LoadedConfig,
+    environment: str,
+    *,
+    database_name: str | None = None,
+    if_exists: str | None = None,
+    dry_run: bool = False,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Run `initialize_<env>` in this process and return its response (success or error)."""
+    from dagster import DagsterInstance
+
+    from dbinit_pipeline.jobs import build_job
+
+    config.environment(environment)
+    job = build_job(config, environment)
+    params: dict[str, Any] = {"dry_run": dry_run}
+    if database_name is not None:
+        params["database_name"] = database_name
+    if if_exists is not None:
+        params["if_exists"] = if_exists
+    run_config = {
+        "ops": {"validate": {"config": params}},
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}},
+    }
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    with instance:
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    if result.success:
+        response: dict[str, Any] = result.output_for_node("log")
+        return response
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.user_failure_data:
+            metadata = event.step_failure_data.user_failure_data.metadata
+            if "response" in metadata:
+                value: dict[str, Any] = metadata["response"].value  # type: ignore[assignment]
+                return value
+    failed = next((e for e in result.all_events if e.is_step_failure), None)
+    message = (
+        failed.step_failure_data.error.message if failed and failed.step_failure_data.error else "run failed"
+    )
+    return error_response(
+        DbinitError(message, code="internal_error"),
+        stage=failed.step_key if failed and failed.step_key else "run",
+        environment=environment,
+        run_id=result.run_id,
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+        response = run_init(
+            config,
+            args.environment,
+            database_name=args.database_name,
+            if_exists=args.if_exists,
+            dry_run=args.dry_run or args.command == "plan",
+            verbose=args.verbose,
+        )
+    except DbinitError as exc:
+        return _fail(exc, stage="validate", environment=args.environment)
+    if getattr(args, "sql", False) and response.get("status") == "success":
+        for package, sql in response["result"].get("plan", {}).get("sql", {}).items():
+            sys.stdout.write(f"-- package {package}\n{sql}\n")
+        return 0
+    _emit(response)
+    return 0 if response.get("status") == "success" else 1
+
+
+# -- status / health -------------------------------------------------------------------
+def _server_for(config: LoadedConfig, environment: str, database_name: str | None) -> Any:
+    from dbinit_pipeline.resources.provisioner import provision
+    from dbinit_pipeline.stages.validate import InitParams, build_plan
+
+    plan = build_plan(config, environment, InitParams(database_name=database_name, dry_run=True))
+    found = provision(config, plan)
+    return plan, found
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dbinit_pipeline.resources.database_server import DatabaseServer
+    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.schema.runner import MigrationRunner
+
+    try:
+        config = _config(args)
+        plan, found = _server_for(config, args.environment, args.database_name)
+        exists = False
+        packages = registry_for(config).ordered()
+        if found.infrastructure != "would_provision":
+            server = DatabaseServer(found.server)
+            with server.connect(autocommit=True) as conn:
+                exists = server.provider.database_exists(conn, plan.database_name)
+            statuses = MigrationRunner(server, plan.database_name).status(packages, database_exists=exists)
+        else:
+            from dbinit_pipeline.schema.runner import PackageStatus
+
+            statuses = [
+                PackageStatus(p.name, p.version, (), tuple(m.revision for m in p.migrations))
+                for p in packages
+            ]
+    except DbinitError as exc:
+        return _fail(exc, stage="status", environment=args.environment, operation="status")
+    except Exception as exc:
+        return _fail(exc, stage="status", environment=args.environment, operation="status")
+    _emit(
+        {
+            "status": "success",
+            "operation": "status",
+            "result": {
+                "environment": plan.environment,
+                "database_name": plan.database_name,
+                "server": found.server.url_display,
+                "database_exists": exists,
+                "applied": sum(len(s.applied) for s in statuses),
+                "pending": sum(len(s.pending) for s in statuses),
+                "packages": [
+                    {
+                        "name": s.name,
+                        "version": s.version,
+                        "applied": list(s.applied),
+                        "pending": list(s.pending),
+                    }
+                    for s in statuses
+                ],
+            },
+        }
+    )
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from dbinit_pipeline.health import verify_database
+    from dbinit_pipeline.resources.database_server import DatabaseServer
+    from dbinit_pipeline.schema.loading import registry_for
+
+    try:
+        config = _config(args)
+        plan, found = _server_for(config, args.environment, args.database_name)
+        if found.infrastructure == "would_provision":
+            raise DbinitError(
+                f"The embedded server of {args.environment!r} was never initialized",
+                code="not_initialized",
+                suggestions=[f"Run dbinit init {args.environment} first."],
+            )
+        outcome = verify_database(
+            DatabaseServer(found.server),
+            plan.database_name,
+            registry_for(config).ordered(),
+            config.model.health,
+        )
+    except Exception as exc:
+        return _fail(exc, stage="health", environment=args.environment, operation="health")
+    _emit(
+        {
+            "status": outcome.status,
+            "operation": "health",
+            "result": {
+                "environment": plan.environment,
+                "database_name": plan.database_name,
+                "checks": outcome.health,
+                "schema": outcome.schema,
+            },
+        }
+    )
+    return {"healthy": 0, "degraded": 2}.get(outcome.status, 1)
+
+
+# -- packages --------------------------------------------------------------------------
+def cmd_graph(args: argparse.Namespace) -> int:
+    from dbinit_pipeline.schema.loading import registry_for
+
+    try:
+        registry = registry_for(_config(args))
+    except Exception as exc:
+        return _fail(exc, stage="validate", operation="graph")
+    sys.stdout.write(registry.dot() if args.dot else registry.mermaid())
+    return 0
+
+
+MIGRATION_TEMPLATE = '''"""{message}
+
+Revision ID: {revision}
+Revises: {down}
+Package: {package}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = {down_literal}
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
+'''
+
+
+def new_migration(config: LoadedConfig, package: str, message: str) -> Path:
+    """Write the next revision script of `package` and return its path."""
+    from dbinit_pipeline.schema.loading import registry_for
+
+    registry = registry_for(config)
+    pkg = registry.by_name.get(package)
+    if pkg is None or package == "core":
+        known = ", ".join(p.name for p in registry.packages()) or "none"
+        raise PackageError(
+            f"No package named {package!r} under packages.paths (known: {known})",
+            suggestions=["Create the package folder with a package.yaml first."],
+        )
+    folder = pkg.path / "migrations"
+    folder.mkdir(exist_ok=True)
+    number = len(pkg.migrations) + 1
+    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40] or "change"
+    revision = uuid.uuid4().hex[:12]
+    path = folder / f"{number:04d}_{slug}.py"
+    path.write_text(
+        MIGRATION_TEMPLATE.format(
+            message=message.replace('"""', "'''"),
+            revision=revision,
+            down=pkg.head or "",
+            down_literal=repr(pkg.head),
+            package=package,
+        )
+    )
+    return path
+
+
+def cmd_new_migration(args: argparse.Namespace) -> int:
+    try:
+        path = new_migration(_config(args), args.package, args.message)
+    except Exception as exc:
+        return _fail(exc, stage="validate", operation="new-migration")
+    _emit({"status": "success", "operation": "new-migration", "result": {"file": str(path)}})
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbinit", description="Initialize databases per environment.")
+    parser.add_argument("--config", help="path to dbinit.yaml (default: $DBINIT_CONFIG, $DBINIT_CWD, ./)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_env(p: argparse.ArgumentParser) -> None:
+        p.add_argument("environment", help="an environment configured in dbinit.yaml")
+        p.add_argument("--database-name", help="target database (default: configured or <project>_<env>)")
+
+    for name, helptext in (
+        ("init", "initialize the environment's database"),
+        ("plan", "dry run: show what init would do"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        with_env(p)
+        p.add_argument("--if-exists", choices=["reuse", "error", "recreate"])
+        p.add_argument("--dry-run", action="store_true", help="change nothing; show the SQL that would run")
+        p.add_argument("--sql", action="store_true", help="with a dry run: print only the SQL")
+        p.add_argument("--verbose", action="store_true", help="log Dagster's debug events too")
+        p.set_defaults(func=cmd_init)
+    p = sub.add_parser("status", help="applied and pending revisions per package")
+    with_env(p)
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("health", help="health report; exit 0 healthy, 2 degraded, 1 unhealthy")
+    with_env(p)
+    p.set_defaults(func=cmd_health)
+    p = sub.add_parser("graph", help="the package dependency graph (Mermaid, or DOT with --dot)")
+    p.add_argument("--dot", action="store_true")
+    p.set_defaults(func=cmd_graph)
+    p = sub.add_parser("new-migration", help="scaffold the next revision of a package")
+    p.add_argument("package")
+    p.add_argument("-m", "--message", required=True)
+    p.set_defaults(func=cmd_new_migration)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
