@@ -1,0 +1,278 @@
+"""MySQL and MariaDB through PyMySQL: DDL commits itself, so progress is kept per migration.
+
+PyMySQL, not mysqlclient: it is pure Python (no libmysqlclient headers or compiler needed to
+install, one wheel for every platform), it speaks to MySQL 5.7/8.x and MariaDB alike, and the
+pipeline's queries are few and small, so mysqlclient's C speed buys nothing here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from dbinit_pipeline.errors import (
+    ConfigurationError,
+    DatabaseExists,
+    DatabaseFault,
+    InputError,
+    LockTimeout,
+    UnsupportedError,
+)
+from dbinit_pipeline.providers.base import Catalog, LockCapacity, Provider
+
+DEFAULT_COLLATION = "utf8mb4_unicode_ci"
+CHARSET = "utf8mb4"
+_COLLATION = re.compile(r"^utf8mb4_[a-z0-9_]+$")
+# MySQL 5.7+ refuses user-lock names longer than 64 characters.
+_LOCK_NAME_MAX = 64
+_ER_DB_CREATE_EXISTS = 1007
+# The share of max_connections in use from which the connection check degrades / fails.
+CONNECTIONS_DEGRADED = 0.8
+CONNECTIONS_UNHEALTHY = 0.95
+
+
+def _mysql_code(exc: DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+class MySQLProvider(Provider):
+    name = "mysql"
+    driver = "pymysql"
+    default_port = 3306
+    # Every account may read information_schema; `mysql` needs privileges most roles lack.
+    maintenance_database = "information_schema"
+    reserved_databases = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+    max_identifier_length = 64
+    transactional_ddl = False
+
+    # -- connections -----------------------------------------------------------------
+    def normalize_url(self, url: URL) -> URL:
+        """mysql+pymysql with utf8mb4 on the wire; a URL for another server kind is refused."""
+        backend = url.get_backend_name()
+        if backend not in ("mysql", "mariadb"):
+            raise ConfigurationError(
+                f"database.provider is mysql but the connection URL is for {backend!r}",
+                code="invalid_connection_url",
+                suggestions=[
+                    "Use a URL like mysql+pymysql://USER:PASSWORD@HOST:3306/ for MySQL or MariaDB,",
+                    "or set database.provider to match the server.",
+                ],
+            )
+        url = url.set(drivername=f"{self.name}+{self.driver}")
+        if "charset" not in url.query:
+            url = url.update_query_dict({"charset": CHARSET})
+        return url
+
+    # -- identifiers and databases ---------------------------------------------------
+    def quote(self, identifier: str) -> str:
+        return "`" + identifier.replace("`", "``") + "`"
+
+    def validate_collation(self, conn: Connection, collation: str | None) -> str:
+        """The collation to create databases with: a utf8mb4 collation this server knows."""
+        chosen = collation or DEFAULT_COLLATION
+        if not _COLLATION.match(chosen):
+            raise InputError(
+                f"database.collation {chosen[:80]!r} is not a utf8mb4 collation",
+                code="invalid_collation",
+                suggestions=[f"Use a utf8mb4 collation such as {DEFAULT_COLLATION} or utf8mb4_bin."],
+            )
+        known = conn.execute(
+            text("SELECT 1 FROM information_schema.COLLATIONS WHERE COLLATION_NAME = :c"), {"c": chosen}
+        ).first()
+        if known is None:
+            raise InputError(
+                f"database.collation {chosen!r} is not known to this server",
+                code="invalid_collation",
+                suggestions=[
+                    "List the server's choices: SELECT COLLATION_NAME FROM information_schema.COLLATIONS "
+                    f"WHERE CHARACTER_SET_NAME = '{CHARSET}'.",
+                    f"{DEFAULT_COLLATION} exists on MySQL 5.7+, 8.x and MariaDB.",
+                ],
+            )
+        return chosen
+
+    def database_exists(self, conn: Connection, name: str) -> bool:
+        row = conn.execute(
+            text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name"), {"name": name}
+        )
+        return row.first() is not None
+
+    def create_database(self, conn: Connection, name: str, *, collation: str | None = None) -> None:
+        quoted = self.quote(self.validate_database_name(name))
+        chosen = self.validate_collation(conn, collation)
+        try:
+            conn.execute(text(f"CREATE DATABASE {quoted} CHARACTER SET {CHARSET} COLLATE {chosen}"))
+        except DBAPIError as exc:
+            if _mysql_code(exc) != _ER_DB_CREATE_EXISTS:
+                raise
+            # Another session created it between the existence check and this statement:
+            # transient, so the retry sees it and applies the if_exists policy to it.
+            raise DatabaseExists(
+                f"Database {name!r} was created by another session while this run was creating it",
+                transient=True,
+                suggestions=["Rerun: the database now exists and if_exists decides what happens to it."],
+            ) from None
+
+    def drop_database(self, conn: Connection, name: str) -> None:
+        quoted = self.quote(self.validate_database_name(name))
+        # DROP DATABASE waits for other sessions' metadata locks, by default for a year.
+        conn.execute(text("SET SESSION lock_wait_timeout = 30"))
+        conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
+
+    # -- locks -----------------------------------------------------------------------
+    def lock_name(self, database: str) -> str:
+        """The GET_LOCK name of `database`'s initialization lock (at most 64 characters)."""
+        name = f"dbinit:{database}"
+        if len(name) > _LOCK_NAME_MAX:
+            name = f"dbinit:{database[:40]}:{self.lock_key(database)}"
+        return name
+
+    def _holder(self, conn: Connection, lock: str) -> str:
+        holder_id = conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": lock}).scalar()
+        if holder_id is None:
+            return ""
+        row = conn.execute(
+            text("SELECT USER, HOST, COMMAND, TIME FROM information_schema.PROCESSLIST WHERE ID = :id"),
+            {"id": holder_id},
+        ).first()
+        if row is None:
+            # Without the PROCESS privilege only one's own sessions are visible.
+            return f" (server connection {holder_id})"
+        return f" (server connection {holder_id}, {row[0]}@{row[1]}, {row[2]} for {row[3]} s)"
+
+    def session_lock_acquire(self, conn: Connection, database: str, timeout_s: float) -> None:
+        """GET_LOCK the initialization lock of `database`, or raise `LockTimeout` naming its holder."""
+        lock = self.lock_name(database)
+        got = conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": lock, "t": max(timeout_s, 0.0)}).scalar()
+        if got == 1:
+            return
+        if got is None:
+            raise DatabaseFault(f"GET_LOCK({lock!r}) failed on the server")
+        raise LockTimeout(
+            f"Another initialization of database {database!r} holds its lock "
+            f"{lock!r}{self._holder(conn, lock)}; waited {timeout_s:.0f} s",
+            suggestions=[
+                "Wait for the other run to finish (see the Dagster UI), then rerun.",
+                "Raise safety.lock_timeout in dbinit.yaml to wait longer.",
+                "A stale holder: the lock is freed when its connection ends (KILL <connection> on the server).",
+            ],
+        )
+
+    def lock_in_transaction(self, conn: Connection, database: str, timeout_s: float) -> None:
+        raise UnsupportedError(
+            "MySQL has no transaction-scoped lock, and its DDL commits the transaction anyway",
+            suggestions=["Apply migrations per migration under session_lock (the runner does so)."],
+        )
+
+    @contextmanager
+    def session_lock(self, conn: Connection, database: str, timeout_s: float) -> Iterator[None]:
+        self.session_lock_acquire(conn, database, timeout_s)
+        if conn.in_transaction():
+            conn.commit()
+        try:
+            yield
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self.lock_name(database)})
+            conn.commit()
+
+    def lock_capacity(self, conn: Connection) -> LockCapacity:
+        # InnoDB keeps row locks in the buffer pool and DDL commits at once: no lock table to fill.
+        return LockCapacity(slots=None, per_transaction=None)
+
+    # -- catalog ---------------------------------------------------------------------
+    def catalog(self, conn: Connection) -> Catalog:
+        tables = conn.execute(
+            text(
+                "SELECT TABLE_NAME FROM information_schema.TABLES"
+                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
+            )
+        ).scalars()
+        fks = conn.execute(
+            text(
+                "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS"
+                " WHERE CONSTRAINT_SCHEMA = DATABASE()"
+            )
+        ).all()
+        return Catalog(frozenset(tables), frozenset((r[0], r[1]) for r in fks))
+
+    # -- what the server tells about itself ------------------------------------------
+    def database_charset(self, conn: Connection, name: str) -> tuple[str, str] | None:
+        """(character set, collation) of database `name`, None when it does not exist."""
+        row = conn.execute(
+            text(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME"
+                " FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name"
+            ),
+            {"name": name},
+        ).first()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def connection_check(self, conn: Connection) -> dict[str, Any]:
+        """Connections in use against max_connections, as the server counts them."""
+        row = conn.execute(text("SHOW GLOBAL STATUS LIKE 'Threads_connected'")).first()
+        limit = int(conn.execute(text("SELECT @@max_connections")).scalar() or 0)
+        active = int(row[1]) if row else 0
+        share = active / limit if limit else 0.0
+        status = (
+            "unhealthy"
+            if share >= CONNECTIONS_UNHEALTHY
+            else "degraded"
+            if share >= CONNECTIONS_DEGRADED
+            else "healthy"
+        )
+        return {"status": status, "active": active, "max_connections": limit}
+
+    def disk_check(self, conn: Connection) -> dict[str, Any]:
+        """The database's size, and free space only where the server reports it (MariaDB's DISKS)."""
+        size = conn.execute(
+            text(
+                "SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES"
+                " WHERE TABLE_SCHEMA = DATABASE()"
+            )
+        ).scalar()
+        datadir = str(conn.execute(text("SELECT @@datadir")).scalar() or "")
+        result: dict[str, Any] = {"database_bytes": int(size or 0), "data_directory": datadir}
+        has_disks = conn.execute(
+            text(
+                "SELECT 1 FROM information_schema.PLUGINS"
+                " WHERE PLUGIN_NAME = 'DISKS' AND PLUGIN_STATUS = 'ACTIVE'"
+            )
+        ).first()
+        if has_disks is None:
+            return {
+                **result,
+                "status": "unknown",
+                "reason": "unavailable on mysql: the server reports no free disk space unless "
+                "MariaDB's DISKS plugin is installed (INSTALL SONAME 'disks'); MySQL has no equivalent",
+            }
+        try:
+            disks = conn.execute(text("SELECT Path, Total, Available FROM information_schema.DISKS")).all()
+        except DBAPIError as exc:
+            return {
+                **result,
+                "status": "unknown",
+                "reason": f"unavailable on mysql: information_schema.DISKS refused ({exc.orig}); "
+                "it needs the FILE privilege",
+            }
+        mounts = [d for d in disks if datadir.startswith(str(d[0]))]
+        if not mounts:
+            return {**result, "status": "unknown", "reason": f"no disk in DISKS holds {datadir}"}
+        path, total_kb, free_kb = max(mounts, key=lambda d: len(str(d[0])))
+        free_share = int(free_kb) / int(total_kb) if total_kb else 0.0
+        status = "unhealthy" if free_share < 0.05 else "degraded" if free_share < 0.15 else "healthy"
+        return {
+            **result,
+            "status": status,
+            "mount": str(path),
+            "free_bytes": int(free_kb) * 1024,
+            "total_bytes": int(total_kb) * 1024,
+        }
