@@ -30,8 +30,5 @@ def expected_schema(packages: Sequence[Package]) -> ExpectedSchema:
         for m in pkg.migrations:
             for table in m.creates_tables:
                 tables[table] = pkg.name
-            if len(m.creates_tables) == 1:
-                for ref in m.references:
-                    if ref != m.creates_tables[0]:
-                        fks.add((m.creates_tables[0], ref))
+            fks.update(m.foreign_keys)
     return ExpectedSchema(tables, frozenset(fks))

@@ -59,7 +59,12 @@ class Migration:
     path: Path
     checksum: str
     creates_tables: tuple[str, ...] = ()
-    references: tuple[str, ...] = ()
+    foreign_keys: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Tables this script's foreign keys point to."""
+        return tuple(dict.fromkeys(r for _, r in self.foreign_keys))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -111,41 +116,62 @@ def _string_arg(node: ast.expr) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
-def table_facts(source: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Tables a script creates and tables its foreign keys reference, read from its syntax tree."""
+def _call_name(node: ast.Call) -> str:
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
+def _fk_target(node: ast.Call) -> str | None:
+    """The referred table of a ForeignKey("t.c") or ForeignKeyConstraint(cols, ["t.c"])."""
+    name = _call_name(node)
+    target: str | None = None
+    if name == "ForeignKey" and node.args:
+        target = _string_arg(node.args[0])
+    elif name == "ForeignKeyConstraint" and len(node.args) >= 2:
+        cols = node.args[1]
+        if isinstance(cols, (ast.List, ast.Tuple)) and cols.elts:
+            target = _string_arg(cols.elts[0])
+    if target and "." in target:
+        return target.rsplit(".", 1)[0].split(".")[-1]
+    return None
+
+
+def table_facts(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """Tables a script creates, and its foreign keys as (table, referred table), from its syntax tree."""
     creates: list[str] = []
-    references: list[str] = []
+    fks: list[tuple[str, str]] = []
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return (), ()
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 12:
-            creates.extend(m.group(1) for m in _SQL_CREATE.finditer(node.value))
-            references.extend(m.group(1) for m in _SQL_REFERENCES.finditer(node.value))
+            # Raw SQL through op.execute: CREATE TABLE t (... REFERENCES r ...)
+            for stmt in node.value.split(";"):
+                created = _SQL_CREATE.search(stmt)
+                if created:
+                    creates.append(created.group(1))
+                    fks.extend((created.group(1), m.group(1)) for m in _SQL_REFERENCES.finditer(stmt))
         if not isinstance(node, ast.Call):
             continue
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        name = _call_name(node)
         if name == "create_table" and node.args:
             table = _string_arg(node.args[0])
-            if table:
-                creates.append(table)
-        elif name == "ForeignKey" and node.args:
-            target = _string_arg(node.args[0])
-            if target and "." in target:
-                references.append(target.rsplit(".", 1)[0].split(".")[-1])
-        elif name == "ForeignKeyConstraint" and len(node.args) >= 2:
-            cols = node.args[1]
-            if isinstance(cols, (ast.List, ast.Tuple)) and cols.elts:
-                target = _string_arg(cols.elts[0])
-                if target and "." in target:
-                    references.append(target.rsplit(".", 1)[0].split(".")[-1])
+            if not table:
+                continue
+            creates.append(table)
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Call):
+                    referred = _fk_target(inner)
+                    if referred:
+                        fks.append((table, referred))
         elif name == "create_foreign_key" and len(node.args) >= 3:
-            target = _string_arg(node.args[2])
-            if target:
-                references.append(target)
-    return tuple(dict.fromkeys(creates)), tuple(dict.fromkeys(references))
+            source_table, referred = _string_arg(node.args[1]), _string_arg(node.args[2])
+            if source_table and referred:
+                fks.append((source_table, referred))
+    return tuple(dict.fromkeys(creates)), tuple(dict.fromkeys(fks))
 
 
 def read_migration(package: str, path: Path) -> Migration:
@@ -160,7 +186,7 @@ def read_migration(package: str, path: Path) -> Migration:
             '(it needs top-level `revision = "..."` and `down_revision = ...`)',
             suggestions=[f"Scaffold revisions with `dbinit new-migration {package} -m MESSAGE`."],
         )
-    creates, references = table_facts(source)
+    creates, fks = table_facts(source)
     return Migration(
         package=package,
         revision=revision.group(1),
@@ -168,7 +194,7 @@ def read_migration(package: str, path: Path) -> Migration:
         path=path,
         checksum=hashlib.sha256(data).hexdigest(),
         creates_tables=creates,
-        references=references,
+        foreign_keys=fks,
     )
 
 

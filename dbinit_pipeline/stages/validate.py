@@ -65,7 +65,10 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
                     "maintenance database.",
                 ],
             )
-    name = params.database_name or env.database_name or default_database_name(model.project, environment)
+    if params.database_name is not None:
+        name = params.database_name
+    else:
+        name = env.database_name or default_database_name(model.project, environment)
     provider.validate_database_name(name)
     if_exists = params.if_exists or env.if_exists
     if if_exists == "recreate" and protected:

@@ -1,0 +1,1 @@
+"""Benchmarks and the workload generator they share with the tests."""
