@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
 
 from dbinit_pipeline.errors import ChecksumMismatch, DbinitError, MigrationError, classify
@@ -136,6 +138,48 @@ def check_history(packages: Sequence[Package], applied: dict[tuple[str, str], Le
                         "Never insert a revision before an applied one; append a new revision instead."
                     ],
                 )
+
+
+# Statements after which MySQL has committed implicitly (its DDL), whatever the transaction says.
+_IMPLICIT_COMMIT = re.compile(r"^\s*(create|alter|drop|rename|truncate)\b", re.IGNORECASE)
+
+
+@contextmanager
+def _statements_of(conn: Connection) -> Iterator[list[str]]:
+    """The statements `conn` completes inside the block, in order."""
+    executed: list[str] = []
+
+    def note(*args: Any) -> None:
+        executed.append(str(args[2]))
+
+    event.listen(conn, "after_cursor_execute", note)
+    try:
+        yield executed
+    finally:
+        event.remove(conn, "after_cursor_execute", note)
+
+
+def _name_committed_statements(error: MigrationError, m: Migration, executed: Sequence[str]) -> None:
+    """Where DDL is not transactional, say what the failed migration left behind: its statements up
+    to its last DDL stayed committed, and a rerun of the fixed file would trip over them."""
+    last_ddl = max((i for i, s in enumerate(executed) if _IMPLICIT_COMMIT.match(s)), default=-1)
+    committed = [redact(" ".join(s.split()))[:300] for s in executed[: last_ddl + 1]]
+    error.details["committed_statements"] = committed
+    if not committed:
+        error.suggestions.insert(
+            1,
+            f"This attempt committed none of {m.path.name}'s statements (an object that already "
+            "exists was left by an earlier failed attempt: see that run's committed_statements).",
+        )
+        return
+    shown = "; ".join(committed[:5]) + ("; ..." if len(committed) > 5 else "")
+    error.suggestions.insert(
+        0,
+        f"{m.path.name} is half applied: the server had committed {len(committed)} statement(s) of it "
+        f"before the failure ({shown}). Undo them by hand (for example DROP TABLE for a table it "
+        "created) or make them skip what exists, then fix the failing statement and rerun; the "
+        f"rerun starts again at revision {m.revision}.",
+    )
 
 
 def pending_of(packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]) -> list[Migration]:
@@ -319,8 +363,12 @@ class MigrationRunner:
             for m in mine:
                 with conn.begin():
                     ctx = MigrationContext.configure(connection=conn)
-                    with Operations.context(ctx):
-                        entry = self._run_one(m)
+                    with Operations.context(ctx), _statements_of(conn) as executed:
+                        try:
+                            entry = self._run_one(m)
+                        except MigrationError as exc:
+                            _name_committed_statements(exc, m, executed)
+                            raise
                     ledger.record(conn, [entry])
                     previous = [r.revision for r in pkg.migrations]
                     ledger.set_heads(conn, previous, [m.revision])
