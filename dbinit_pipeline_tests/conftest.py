@@ -51,7 +51,9 @@ class PgServer:
 
     def database_exists(self, name: str) -> bool:
         with self.connect() as conn:
-            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+            return (
+                conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+            )
 
     def tables(self, database: str) -> set[str]:
         with self.connect(database) as conn:

@@ -119,7 +119,16 @@ def test_password_never_printed_by_dbinit(project: Project, embedded_pg: PgServe
     name = project.database()
     runs = [
         [str(DBINIT), "--config", str(project.config_path), "init", "dev", "--database-name", name],
-        [str(DBINIT), "--config", str(project.config_path), "init", "dev", "--database-name", name, "--verbose"],
+        [
+            str(DBINIT),
+            "--config",
+            str(project.config_path),
+            "init",
+            "dev",
+            "--database-name",
+            name,
+            "--verbose",
+        ],
         [str(DBINIT), "--config", str(project.config_path), "status", "dev", "--database-name", name],
     ]
     for argv in runs:
@@ -156,7 +165,11 @@ def test_definitions_load_one_job_per_environment(project: Project) -> None:
 
 def test_repository_definitions_load() -> None:
     result = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "python"), "-c", "import dbinit_pipeline as m; print(len(m.defs.jobs))"],
+        [
+            str(REPO / ".venv" / "bin" / "python"),
+            "-c",
+            "import dbinit_pipeline as m; print(len(m.defs.jobs))",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
