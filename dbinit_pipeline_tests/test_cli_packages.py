@@ -1,0 +1,120 @@
+"""The package side of the `dbinit` command: graph, plan, status, new-migration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
+
+DBINIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dbinit"
+
+
+def dbinit(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, TEST_URL_VAR: project.server.url}
+    return subprocess.run(
+        [str(DBINIT), "--config", str(project.config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+
+
+def three_packages(project: Project) -> None:
+    project.write_package(
+        "billing",
+        migrations=[
+            ("bill1", None, 'op.create_table("invoices", sa.Column("id", sa.Integer, primary_key=True))')
+        ],
+    )
+    project.write_package(
+        "notifications",
+        migrations=[
+            ("note1", None, 'op.create_table("channels", sa.Column("id", sa.Integer, primary_key=True))')
+        ],
+    )
+    project.write_package(
+        "audit",
+        depends_on=["billing", "notifications"],
+        migrations=[
+            (
+                "aud1",
+                None,
+                'op.create_table("audit_log", sa.Column("id", sa.Integer, primary_key=True), sa.Column("inv", sa.Integer, sa.ForeignKey("invoices.id")))',
+            )
+        ],
+    )
+
+
+def test_graph_prints_mermaid_and_dot(project: Project) -> None:
+    three_packages(project)
+    mermaid = dbinit(project, "graph")
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert mermaid.stdout.startswith("graph TD")
+    assert "audit --> billing" in mermaid.stdout and "audit --> notifications" in mermaid.stdout
+    assert "billing --> core" in mermaid.stdout
+    dot = dbinit(project, "graph", "--dot")
+    assert dot.stdout.startswith("digraph packages {")
+    assert '"audit" -> "billing";' in dot.stdout
+
+
+def test_plan_prints_sql_per_package_and_creates_nothing(project: Project) -> None:
+    three_packages(project)
+    name = project.database()
+    result = dbinit(project, "plan", "dev", "--database-name", name)
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    sql = response["result"]["plan"]["sql"]
+    assert list(sql) == ["core", "billing", "notifications", "audit"]
+    assert "CREATE TABLE audit_log" in sql["audit"] and "REFERENCES invoices" in sql["audit"]
+    assert response["result"]["database"] == "would_create"
+    raw = dbinit(project, "plan", "dev", "--database-name", name, "--sql")
+    assert "-- package audit" in raw.stdout and "CREATE TABLE invoices" in raw.stdout
+    assert not project.server.database_exists(name)
+
+
+def test_status_lists_applied_and_pending_per_package(project: Project) -> None:
+    three_packages(project)
+    name = project.database()
+    before = json.loads(dbinit(project, "status", "dev", "--database-name", name).stdout)
+    assert before["result"]["database_exists"] is False
+    assert before["result"]["pending"] == 4
+    init = dbinit(project, "init", "dev", "--database-name", name)
+    assert init.returncode == 0, init.stdout + init.stderr
+    assert "package_schemas" in init.stderr, "progress per stage goes to stderr"
+    assert json.loads(init.stdout)["status"] == "success"
+    project.write_package(
+        "billing",
+        migrations=[
+            ("bill1", None, 'op.create_table("invoices", sa.Column("id", sa.Integer, primary_key=True))'),
+            ("bill2", "bill1", 'op.add_column("invoices", sa.Column("total", sa.Integer))'),
+        ],
+    )
+    after = json.loads(dbinit(project, "status", "dev", "--database-name", name).stdout)
+    packages = {p["name"]: p for p in after["result"]["packages"]}
+    assert packages["billing"]["applied"] == ["bill1"]
+    assert packages["billing"]["pending"] == ["bill2"]
+    assert packages["audit"] == {"name": "audit", "version": "1.0.0", "applied": ["aud1"], "pending": []}
+
+
+def test_new_migration_scaffolds_the_next_revision(project: Project) -> None:
+    three_packages(project)
+    result = dbinit(project, "new-migration", "billing", "-m", "Add invoice totals")
+    assert result.returncode == 0, result.stdout + result.stderr
+    path = Path(json.loads(result.stdout)["result"]["file"])
+    assert path.parent == project.root / "packages" / "billing" / "migrations"
+    assert path.name == "0002_add_invoice_totals.py"
+    text = path.read_text()
+    assert "down_revision = 'bill1'" in text
+    from dbinit_pipeline.schema.registry import PackageRegistry
+
+    registry = PackageRegistry.discover([project.root / "packages"], entry_points=False)
+    billing = registry.by_name["billing"]
+    assert [m.revision for m in billing.migrations][0] == "bill1"
+    assert billing.head == billing.migrations[1].revision
+    unknown = dbinit(project, "new-migration", "nope", "-m", "x")
+    assert unknown.returncode == 1
+    assert "No package named 'nope'" in json.loads(unknown.stdout)["error"]
