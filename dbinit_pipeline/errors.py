@@ -156,13 +156,25 @@ _AUTH_TEXT = (
 )
 
 
+# MySQL/MariaDB error numbers: 1044 "access denied for user ... to database" is a missing
+# privilege, not bad credentials, though its text reads like the latter.
+_MYSQL_PERMISSION = {"mysql:1044", "mysql:1142", "mysql:1143", "mysql:1227", "mysql:1370"}
+_MYSQL_LOCK_WAIT = {
+    "mysql:1205": "the server gave up waiting for a lock held by another session",
+    "mysql:1213": "the server broke a deadlock by rolling this transaction back",
+    "mysql:3572": "a row this statement needs is locked (NOWAIT)",
+}
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None) or exc
+    # MySQL's error number, not its SQLSTATE (which PyMySQL sets too): the numbers tell apart what
+    # one SQLSTATE lumps together (HY000 is a lock wait timeout and a hundred other things).
+    # Only the MySQL drivers put it first in args (OSError puts errno there).
+    args = getattr(orig, "args", ())
+    if type(orig).__module__.startswith(("pymysql", "MySQLdb")) and args and isinstance(args[0], int):
+        return f"mysql:{args[0]}"
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if state is None:
-        args = getattr(orig, "args", ())
-        if args and isinstance(args[0], int):
-            return f"mysql:{args[0]}"
     return str(state) if state else None
 
 
@@ -183,6 +195,21 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
     text = describe(exc)
     lowered = text.lower()
     state = _sqlstate(exc)
+    if state in _MYSQL_PERMISSION:
+        return PermissionDenied(
+            f"Permission denied{where}: {text}",
+            suggestions=[
+                "Grant the connecting account the privilege named above (GRANT ... ON db.* TO user), "
+                "or connect as an account that has it."
+            ],
+        )
+    if state in _MYSQL_LOCK_WAIT:
+        return DatabaseFault(
+            f"{_MYSQL_LOCK_WAIT[state].capitalize()}{where}: {text}",
+            code="lock_wait",
+            transient=True,
+            suggestions=["Another session holds locks on the same tables: retrying usually succeeds."],
+        )
     if any(marker in lowered for marker in _AUTH_TEXT) or state in {"28P01", "28000", "mysql:1045"}:
         return AuthenticationFailure(
             f"The server refused the credentials{where}: {text}",
@@ -191,7 +218,7 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
                 "The password is never printed: compare it with your secret store.",
             ],
         )
-    if state == "42501" or "permission denied" in lowered or state == "mysql:1044":
+    if state == "42501" or "permission denied" in lowered:
         return PermissionDenied(
             f"Permission denied{where}: {text}",
             suggestions=[
@@ -215,8 +242,7 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
             "mysql:2003",
             "mysql:2013",
             "mysql:2006",
-            "mysql:1205",
-            "mysql:1213",
+            "mysql:1040",
         }
     ):
         return ConnectionFailure(
