@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dbinit_pipeline.schema.core.models import metadata as core_metadata
-from dbinit_pipeline.schema.ledger import LEDGER_TABLE, VERSION_TABLE
+from dbinit_pipeline.schema.ledger import LEDGER_TABLE, SNAPSHOT_TABLE, VERSION_TABLE
 from dbinit_pipeline.schema.package import Package
 
 
@@ -18,7 +18,7 @@ class ExpectedSchema:
 
 def expected_schema(packages: Sequence[Package]) -> ExpectedSchema:
     """Core tables from its SQLAlchemy models, package tables from their migrations."""
-    tables: dict[str, str] = {LEDGER_TABLE: "dbinit", VERSION_TABLE: "dbinit"}
+    tables: dict[str, str] = {LEDGER_TABLE: "dbinit", VERSION_TABLE: "dbinit", SNAPSHOT_TABLE: "dbinit"}
     fks: set[tuple[str, str]] = set()
     for core_table in core_metadata.tables.values():
         tables[core_table.name] = "core"

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 LEDGER_TABLE = "dbinit_migrations"
 VERSION_TABLE = "alembic_version"
+SNAPSHOT_TABLE = "dbinit_schema_snapshots"
 
 metadata = sa.MetaData()
 ledger = sa.Table(
@@ -33,6 +34,18 @@ version_table = sa.Table(
     metadata,
     sa.Column("version_num", sa.String(32), nullable=False),
     sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+# What each package's migrations produced, taken under the lock right after they were applied:
+# the expected shape of a package that declares no SQLAlchemy models.
+snapshots = sa.Table(
+    SNAPSHOT_TABLE,
+    metadata,
+    sa.Column("package", sa.String(64), primary_key=True),
+    sa.Column("table_name", sa.String(128), primary_key=True),
+    sa.Column("head", sa.String(64), nullable=False),
+    sa.Column("shape", sa.Text(), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 
@@ -105,3 +118,27 @@ def set_heads(conn: Connection, replaced: Sequence[str], heads: Sequence[str]) -
 
 def read_heads(conn: Connection) -> set[str]:
     return {r[0] for r in conn.execute(sa.select(version_table.c.version_num)).all()}
+
+
+def read_snapshots(conn: Connection) -> dict[str, tuple[str, dict[str, str]]]:
+    """Per package: the head its snapshot was taken at, and table -> shape JSON."""
+    result: dict[str, tuple[str, dict[str, str]]] = {}
+    rows = conn.execute(
+        sa.select(snapshots.c.package, snapshots.c.head, snapshots.c.table_name, snapshots.c.shape)
+    ).all()
+    for package, head, table, shape in rows:
+        result.setdefault(package, (head, {}))[1][table] = shape
+    return result
+
+
+def write_snapshot(conn: Connection, package: str, head: str, shapes: dict[str, str], run_id: str) -> None:
+    """Replace the snapshot of `package` (an empty package still records its head)."""
+    conn.execute(snapshots.delete().where(snapshots.c.package == package))
+    now = datetime.now(UTC)
+    rows = [
+        {"package": package, "table_name": t, "head": head, "shape": shape, "run_id": run_id, "taken_at": now}
+        for t, shape in shapes.items()
+    ] or [
+        {"package": package, "table_name": "", "head": head, "shape": "{}", "run_id": run_id, "taken_at": now}
+    ]
+    conn.execute(snapshots.insert(), rows)

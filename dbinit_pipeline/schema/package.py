@@ -60,6 +60,7 @@ class Migration:
     checksum: str
     creates_tables: tuple[str, ...] = ()
     foreign_keys: tuple[tuple[str, str], ...] = ()
+    drops_tables: tuple[str, ...] = ()
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -91,7 +92,14 @@ class Package:
 
     @property
     def tables(self) -> tuple[str, ...]:
-        return tuple(t for m in self.migrations for t in m.creates_tables)
+        """Tables the package's migrations leave behind (created, and not dropped later)."""
+        alive: dict[str, None] = {}
+        for m in self.migrations:
+            for t in m.creates_tables:
+                alive[t] = None
+            for t in m.drops_tables:
+                alive.pop(t, None)
+        return tuple(alive)
 
 
 def _parse_down(raw: str, path: Path) -> tuple[str, ...]:
@@ -138,14 +146,17 @@ def _fk_target(node: ast.Call) -> str | None:
     return None
 
 
-def table_facts(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """Tables a script creates, and its foreign keys as (table, referred table), from its syntax tree."""
+def table_facts(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Tables a script creates, its foreign keys as (table, referred table), and the tables it
+    drops, read from its syntax tree (downgrade() is skipped: it undoes, it does not declare)."""
     creates: list[str] = []
+    drops: list[str] = []
     fks: list[tuple[str, str]] = []
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return (), ()
+        return (), (), ()
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "downgrade")]
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 12:
             # Raw SQL through op.execute: CREATE TABLE t (... REFERENCES r ...)
@@ -167,11 +178,15 @@ def table_facts(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ..
                     referred = _fk_target(inner)
                     if referred:
                         fks.append((table, referred))
+        elif name == "drop_table" and node.args:
+            dropped = _string_arg(node.args[0])
+            if dropped:
+                drops.append(dropped)
         elif name == "create_foreign_key" and len(node.args) >= 3:
             source_table, referred = _string_arg(node.args[1]), _string_arg(node.args[2])
             if source_table and referred:
                 fks.append((source_table, referred))
-    return tuple(dict.fromkeys(creates)), tuple(dict.fromkeys(fks))
+    return tuple(dict.fromkeys(creates)), tuple(dict.fromkeys(fks)), tuple(dict.fromkeys(drops))
 
 
 def read_migration(package: str, path: Path) -> Migration:
@@ -186,7 +201,7 @@ def read_migration(package: str, path: Path) -> Migration:
             '(it needs top-level `revision = "..."` and `down_revision = ...`)',
             suggestions=[f"Scaffold revisions with `dbinit new-migration {package} -m MESSAGE`."],
         )
-    creates, fks = table_facts(source)
+    creates, fks, drops = table_facts(source)
     return Migration(
         package=package,
         revision=revision.group(1),
@@ -195,6 +210,7 @@ def read_migration(package: str, path: Path) -> Migration:
         checksum=hashlib.sha256(data).hexdigest(),
         creates_tables=creates,
         foreign_keys=fks,
+        drops_tables=drops,
     )
 
 
