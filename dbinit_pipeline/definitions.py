@@ -6,11 +6,18 @@ from dagster import Definitions
 
 from dbinit_pipeline.configuration import load_config
 from dbinit_pipeline.jobs import build_jobs
+from dbinit_pipeline.schedules import build_rebuild_schedules
+from dbinit_pipeline.sensors import build_run_failure_sensor
 
 
 def build_definitions() -> Definitions:
     config = load_config()
-    return Definitions(jobs=build_jobs(config))
+    jobs = build_jobs(config)
+    return Definitions(
+        jobs=jobs,
+        schedules=build_rebuild_schedules(config, jobs),
+        sensors=[build_run_failure_sensor(config)],
+    )
 
 
 defs = build_definitions()
