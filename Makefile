@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo ui test lint typecheck check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ $(TEST_STAMP): $(STAMP)
 ## make demo: initialize the dev environment on the embedded PostgreSQL and print the response
 demo: $(STAMP)
 	$(BIN)/dbinit init dev
+
+## make ui: dagster-webserver on 127.0.0.1:3000 (or DAGSTER_WEBSERVER_PORT) and dagster-daemon, instance on
+## the embedded PostgreSQL (or DAGSTER_PG_URL); Ctrl-C stops both and the embedded server
+ui: $(STAMP)
+	$(BIN)/python -m dbinit_pipeline.instance
 
 ## make test: install the test extra and run the whole suite
 test: $(TEST_STAMP)
