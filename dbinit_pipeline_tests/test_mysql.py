@@ -7,6 +7,9 @@ the server tests are skipped with that reason. The first tests need no server.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -14,9 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from dbinit_pipeline.cli import main
-from dbinit_pipeline.errors import ConfigurationError, InputError, UnsupportedError, classify
+from dbinit_pipeline.errors import ConfigurationError, DatabaseExists, InputError, UnsupportedError, classify
 from dbinit_pipeline.providers import provider_for
-from dbinit_pipeline.providers.mysql import DEFAULT_COLLATION, MySQLProvider
+from dbinit_pipeline.providers.mysql import DEFAULT_COLLATION, MySQLProvider, local_disk
 from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
 from dbinit_pipeline.schema.core.models import CORE_TABLES
 from dbinit_pipeline_tests.conftest import write_migration
@@ -83,14 +86,12 @@ def test_fresh_run_creates_a_utf8mb4_database_with_the_core_schema(mysql_project
     assert (result["provider"], result["database"], result["migrations_applied"]) == ("mysql", "created", 1)
     assert result["transaction"]["core"] == "per_migration"
     assert any("progress is recorded per migration" in n for n in result["notes"])
-    assert result["health_check"] == "passed"
-    assert result["schema"] == {
-        "status": "ok",
-        "tables_expected": 8,
-        "tables_found": 8,
-        "foreign_keys_expected": 5,
-        "drift": [],
-    }
+    # Latency may degrade on a busy machine; what MySQL itself decides must be healthy.
+    assert result["health_check"] in ("passed", "degraded")
+    assert result["health"]["migrations"]["status"] == result["health"]["schema"]["status"] == "healthy"
+    schema = result["schema"]
+    assert (schema["status"], schema["drift"]) == ("ok", [])
+    assert schema["tables_found"] == schema["tables_expected"] >= len(CORE_TABLES) + 2
     server = mysql_project.server
     assert server.charset(name) == ("utf8mb4", DEFAULT_COLLATION)
     assert set(CORE_TABLES) | {"dbinit_migrations", "alembic_version"} <= server.tables(name)
@@ -126,6 +127,10 @@ def test_collation_is_validated_and_used_by_create_database(mysql_project: MySQL
         assert provider.database_exists(conn, name)
         assert provider.database_charset(conn, name) == ("utf8mb4", "utf8mb4_bin")
     assert mysql_project.server.charset(name) == ("utf8mb4", "utf8mb4_bin")
+    # A concurrent creator got there first: transient, so the retry applies if_exists to it.
+    with server_for(mysql_project).connect(autocommit=True) as conn, pytest.raises(DatabaseExists) as raced:
+        provider.create_database(conn, name)
+    assert raced.value.transient
 
 
 @pytest.mark.xfail(
@@ -272,10 +277,8 @@ def test_a_failed_run_drops_the_database_it_created(mysql_project: MySQLProject)
     failed = mysql_project.run(database_name=name)
     assert failed["status"] == "error"
     assert failed["details"]["revision"] == "bil3"
-    assert failed["cleanup"] == {
-        "database": "dropped",
-        "reason": "this run created it and a later stage failed",
-    }
+    assert failed["cleanup"]["database"] == "dropped"
+    assert "this run created it" in failed["cleanup"]["reason"]
     assert not mysql_project.server.database_exists(name)
 
 
@@ -312,6 +315,29 @@ def test_an_account_without_privileges_gets_permission_denied_and_no_password_sh
     assert not mysql_project.server.database_exists(name)
 
 
+def test_permissions_are_read_from_the_privilege_tables_without_ddl(
+    mysql_project: MySQLProject, mysql_account: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, password = mysql_account
+    server = mysql_project.server
+    name = mysql_project.database()
+    server.query(f"CREATE DATABASE `{name}`")
+    provider = MySQLProvider()
+    with server_for(mysql_project).connect(name) as conn:
+        assert provider.permission_check(conn)["status"] == "healthy"  # root: CREATE on *.*
+    server.query(f"GRANT SELECT ON `{name}`.* TO %s@'%%'", (user,))
+    monkeypatch.setenv(TARGET_VAR, server.url_as(user, password))
+    with server_for(mysql_project).connect(name) as conn:
+        denied = provider.permission_check(conn)
+    assert (denied["status"], denied["can_create_tables"]) == ("unhealthy", False)
+    assert user in denied["reason"]
+    server.query(f"GRANT CREATE ON `{name}`.* TO %s@'%%'", (user,))
+    with server_for(mysql_project).connect(name) as conn:
+        granted = provider.permission_check(conn)
+    assert (granted["status"], granted["granted_on"]) == ("healthy", name)
+    assert server.tables(name) == set(), "the check creates nothing"
+
+
 def test_lock_wait_timeouts_are_transient(mysql_project: MySQLProject) -> None:
     server = mysql_project.server
     name = mysql_project.database()
@@ -329,32 +355,44 @@ def test_lock_wait_timeouts_are_transient(mysql_project: MySQLProject) -> None:
     assert (error.code, error.transient) == ("lock_wait", True)
 
 
-def test_health_reports_connections_and_says_why_disk_space_is_unknown(
+def test_health_reports_connections_privileges_and_disk_or_why_not(
     mysql_project: MySQLProject, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name = mysql_project.database()
     assert mysql_project.run(database_name=name)["status"] == "success"
     config = str(mysql_project.config_path)
-    assert main(["--config", config, "health", "dev", "--database-name", name]) == 0
+    assert main(["--config", config, "health", "dev", "--database-name", name]) in (0, 2)
     report = json.loads(capsys.readouterr().out)
-    assert report["status"] == "healthy"
+    assert report["status"] in ("healthy", "degraded"), report
     assert report["result"]["schema"]["drift"] == []
     assert report["result"]["checks"]["migrations"]["applied"] == 1
 
     provider = MySQLProvider()
-    max_connections = mysql_project.server.query("SELECT @@max_connections")[0][0]
-    disks_active = mysql_project.server.query(
-        "SELECT 1 FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'DISKS' AND PLUGIN_STATUS = 'ACTIVE'"
-    )
+    server = mysql_project.server
+    max_connections = server.query("SELECT @@max_connections")[0][0]
+    datadir = server.query("SELECT @@datadir")[0][0]
     with server_for(mysql_project).connect(name) as conn:
         connections = provider.connection_check(conn)
         disk = provider.disk_check(conn)
+        permissions = provider.permission_check(conn)
     assert connections["max_connections"] == max_connections
     assert 1 <= connections["active"] <= max_connections
-    assert connections["status"] in ("healthy", "degraded", "unhealthy")
+    assert (permissions["status"], permissions["can_create_tables"]) == ("healthy", True)
     assert disk["database_bytes"] > 0
-    if disks_active:
-        assert disk["free_bytes"] <= disk["total_bytes"]
+    assert disk["data_directory"] == datadir
+    if os.path.isdir(os.path.join(datadir, name)):  # the server's files are on this machine
+        assert disk["status"] in ("healthy", "degraded", "unhealthy")
+        assert abs(disk["free_bytes"] - shutil.disk_usage(datadir).free) < 512 * 1024**2
     else:
         assert disk["status"] == "unknown"
         assert disk["reason"].startswith("unavailable on mysql: ")
+
+
+def test_disk_space_is_measured_here_only_for_the_servers_own_directory(tmp_path: Path) -> None:
+    (tmp_path / "appdb").mkdir()
+    assert local_disk("db.example.invalid", str(tmp_path), "appdb")["reason"].startswith(
+        "the server runs on db.example.invalid"
+    )
+    assert "not visible from this host" in local_disk("127.0.0.1", str(tmp_path), "otherdb")["reason"]
+    here = local_disk("127.0.0.1", str(tmp_path), "appdb")
+    assert here["free_bytes"] == pytest.approx(shutil.disk_usage(tmp_path).free, rel=0.05)

@@ -7,7 +7,11 @@ pipeline's queries are few and small, so mysqlclient's C speed buys nothing here
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,8 +37,8 @@ _COLLATION = re.compile(r"^utf8mb4_[a-z0-9_]+$")
 _LOCK_NAME_MAX = 64
 _ER_DB_CREATE_EXISTS = 1007
 # The share of max_connections in use from which the connection check degrades / fails.
-CONNECTIONS_DEGRADED = 0.8
-CONNECTIONS_UNHEALTHY = 0.95
+CONNECTIONS_DEGRADED = 0.75
+CONNECTIONS_UNHEALTHY = 0.9
 
 
 def _mysql_code(exc: DBAPIError) -> int | None:
@@ -231,8 +235,51 @@ class MySQLProvider(Provider):
         )
         return {"status": status, "active": active, "max_connections": limit}
 
+    def permission_check(self, conn: Connection) -> dict[str, Any]:
+        """Whether the connected account may create tables in the current database, read from the
+        privilege tables: a CREATE TABLE probe rolled back afterwards is impossible here, since
+        MySQL commits DDL at once."""
+        grantee = (
+            "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''',"
+            " SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
+        )
+        found = conn.execute(
+            text(
+                "SELECT 'global' FROM information_schema.USER_PRIVILEGES"
+                f" WHERE GRANTEE = {grantee} AND PRIVILEGE_TYPE = 'CREATE'"
+                " UNION ALL SELECT TABLE_SCHEMA FROM information_schema.SCHEMA_PRIVILEGES"
+                f" WHERE GRANTEE = {grantee} AND PRIVILEGE_TYPE = 'CREATE'"
+                " AND DATABASE() LIKE TABLE_SCHEMA"
+            )
+        ).first()
+        account = str(conn.execute(text("SELECT CURRENT_USER()")).scalar())
+        if found is not None:
+            return {
+                "status": "healthy",
+                "account": account,
+                "can_create_tables": True,
+                "granted_on": str(found[0]),
+            }
+        role = conn.execute(text("SELECT CURRENT_ROLE()")).scalar()
+        if role not in (None, "", "NONE"):
+            # Role grants are listed differently by MariaDB and MySQL 8: say so, do not guess.
+            return {
+                "status": "unknown",
+                "account": account,
+                "reason": f"{account} has no CREATE privilege of its own on this database; whether "
+                f"its active role {role} grants one is not read on mysql",
+            }
+        return {
+            "status": "unhealthy",
+            "account": account,
+            "can_create_tables": False,
+            "reason": f"{account} has no CREATE privilege on this database (neither globally nor on "
+            "the schema)",
+        }
+
     def disk_check(self, conn: Connection) -> dict[str, Any]:
-        """The database's size, and free space only where the server reports it (MariaDB's DISKS)."""
+        """The database's size, and the free space of the server's data directory: as MariaDB's DISKS
+        plugin reports it, else measured from here when the server runs on this host."""
         size = conn.execute(
             text(
                 "SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES"
@@ -240,39 +287,85 @@ class MySQLProvider(Provider):
             )
         ).scalar()
         datadir = str(conn.execute(text("SELECT @@datadir")).scalar() or "")
+        database = conn.execute(text("SELECT DATABASE()")).scalar()
         result: dict[str, Any] = {"database_bytes": int(size or 0), "data_directory": datadir}
-        has_disks = conn.execute(
+        reported = self._disks_plugin(conn, datadir)
+        if "free_bytes" in reported:
+            return {**result, **reported}
+        measured = local_disk(conn.engine.url.host, datadir, str(database) if database else None)
+        if "free_bytes" in measured:
+            return {**result, **measured}
+        return {
+            **result,
+            "status": "unknown",
+            "reason": f"unavailable on mysql: {reported['reason']}, and {measured['reason']}",
+        }
+
+    def _disks_plugin(self, conn: Connection, datadir: str) -> dict[str, Any]:
+        active = conn.execute(
             text(
                 "SELECT 1 FROM information_schema.PLUGINS"
                 " WHERE PLUGIN_NAME = 'DISKS' AND PLUGIN_STATUS = 'ACTIVE'"
             )
         ).first()
-        if has_disks is None:
+        if active is None:
             return {
-                **result,
-                "status": "unknown",
-                "reason": "unavailable on mysql: the server reports no free disk space unless "
-                "MariaDB's DISKS plugin is installed (INSTALL SONAME 'disks'); MySQL has no equivalent",
+                "reason": "the server reports free space only through MariaDB's DISKS plugin, which "
+                "is not installed (INSTALL SONAME 'disks'; MySQL has no equivalent)"
             }
         try:
             disks = conn.execute(text("SELECT Path, Total, Available FROM information_schema.DISKS")).all()
-        except DBAPIError as exc:
-            return {
-                **result,
-                "status": "unknown",
-                "reason": f"unavailable on mysql: information_schema.DISKS refused ({exc.orig}); "
-                "it needs the FILE privilege",
-            }
+        except DBAPIError:
+            return {"reason": "information_schema.DISKS refused this account (it needs the FILE privilege)"}
         mounts = [d for d in disks if datadir.startswith(str(d[0]))]
         if not mounts:
-            return {**result, "status": "unknown", "reason": f"no disk in DISKS holds {datadir}"}
+            return {"reason": f"no disk in information_schema.DISKS holds {datadir}"}
         path, total_kb, free_kb = max(mounts, key=lambda d: len(str(d[0])))
-        free_share = int(free_kb) / int(total_kb) if total_kb else 0.0
-        status = "unhealthy" if free_share < 0.05 else "degraded" if free_share < 0.15 else "healthy"
+        free = int(free_kb) * 1024
         return {
-            **result,
-            "status": status,
-            "mount": str(path),
-            "free_bytes": int(free_kb) * 1024,
+            "status": disk_status(free),
+            "free_bytes": free,
             "total_bytes": int(total_kb) * 1024,
+            "source": f"information_schema.DISKS ({path})",
         }
+
+
+DISK_DEGRADED_BYTES = 2 * 1024**3
+DISK_UNHEALTHY_BYTES = 256 * 1024**2
+
+
+def disk_status(free_bytes: int) -> str:
+    if free_bytes < DISK_UNHEALTHY_BYTES:
+        return "unhealthy"
+    return "degraded" if free_bytes < DISK_DEGRADED_BYTES else "healthy"
+
+
+def on_this_host(host: str | None) -> bool:
+    """Whether `host` is this machine (no host, a socket, loopback, or this machine's name)."""
+    if not host or host.startswith("/") or host in ("localhost", socket.gethostname()):
+        return True
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def local_disk(host: str | None, datadir: str, database: str | None) -> dict[str, Any]:
+    """Free space of `datadir` measured from here, only when it is provably the server's own: the
+    server is on this host and the directory holds the connected database's folder (a server in a
+    container reports a path of its own filesystem, which may exist here too)."""
+    if not on_this_host(host):
+        return {"reason": f"the server runs on {host}, whose disk cannot be read from here"}
+    marker = os.path.join(datadir, database) if database else datadir
+    if not datadir or not os.path.isdir(marker):
+        return {
+            "reason": f"{marker} is not visible from this host (a server in a container or VM, "
+            "or a data directory this user may not read)"
+        }
+    usage = shutil.disk_usage(datadir)
+    return {
+        "status": disk_status(usage.free),
+        "free_bytes": usage.free,
+        "total_bytes": usage.total,
+        "source": f"{datadir} measured from this host",
+    }
