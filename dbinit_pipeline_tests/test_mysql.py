@@ -331,6 +331,19 @@ def test_permissions_are_read_from_the_privilege_tables_without_ddl(
         denied = provider.permission_check(conn)
     assert (denied["status"], denied["can_create_tables"]) == ("unhealthy", False)
     assert user in denied["reason"]
+    role = f"{user}_role"
+    server.query(f"CREATE ROLE `{role}`")
+    try:
+        server.query(f"GRANT CREATE ON `{name}`.* TO `{role}`")
+        server.query(f"GRANT `{role}` TO %s@'%%'", (user,))
+        with server_for(mysql_project).connect(name) as conn:
+            conn.execute(text(f"SET ROLE `{role}`"))
+            through_role = provider.permission_check(conn)
+        # Not read, so not claimed either way: unknown, naming the role.
+        assert through_role["status"] == "unknown"
+        assert role in through_role["reason"]
+    finally:
+        server.query(f"DROP ROLE IF EXISTS `{role}`")
     server.query(f"GRANT CREATE ON `{name}`.* TO %s@'%%'", (user,))
     with server_for(mysql_project).connect(name) as conn:
         granted = provider.permission_check(conn)

@@ -260,7 +260,10 @@ class MySQLProvider(Provider):
                 "can_create_tables": True,
                 "granted_on": str(found[0]),
             }
-        role = conn.execute(text("SELECT CURRENT_ROLE()")).scalar()
+        try:
+            role = conn.execute(text("SELECT CURRENT_ROLE()")).scalar()
+        except DBAPIError:  # MySQL 5.7 has no roles
+            role = None
         if role not in (None, "", "NONE"):
             # Role grants are listed differently by MariaDB and MySQL 8: say so, do not guess.
             return {
