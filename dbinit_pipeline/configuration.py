@@ -41,19 +41,27 @@ class RebuildSchedule(_Strict):
 
 
 class AwsSettings(_Strict):
+    """`environments.<env>.aws`: the RDS instance or Aurora cluster of a cloud-hosted environment."""
+
     region: str = "us-east-1"
-    identifier: str | None = None
-    engine: str | None = None
+    identifier: str | None = Field(default=None, description="default: <project>-<env>")
+    engine: str | None = Field(default=None, description="default: from database.provider and hosting")
     engine_version: str | None = None
-    instance_class: str = "db.t3.micro"
-    allocated_storage: int = Field(default=20, ge=20)
+    instance_class: str | None = Field(
+        default=None, description="default: db.t3.micro (aws-rds), db.t4g.medium (aws-aurora writer)"
+    )
+    allocated_storage: int = Field(default=20, ge=20, description="GiB, aws-rds only")
+    max_allocated_storage: int | None = Field(
+        default=None, ge=20, description="GiB ceiling for storage autoscaling, aws-rds only"
+    )
     master_username: str = "dbinit_admin"
     subnet_group: str | None = None
     security_groups: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
-    endpoint_url: str | None = None
-    wait_timeout: float = Field(default=600.0, gt=0)
-    poll_interval: float = Field(default=15.0, gt=0)
+    endpoint_url: str | None = Field(default=None, description="for testing and private endpoints")
+    wait_timeout: float = Field(default=600.0, gt=0, description="seconds until available")
+    poll_interval: float = Field(default=15.0, gt=0, description="first pause between polls, seconds")
+    max_attempts: int = Field(default=5, ge=1, description="calls per AWS request, retries included")
 
 
 class EnvironmentSettings(_Strict):
