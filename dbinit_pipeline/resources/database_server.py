@@ -62,7 +62,11 @@ class ServerRef:
         return make_url(self.url_display).port
 
     def url(self, database: str | None = None) -> URL:
-        """The full URL for `database` (the maintenance database when None), password included."""
+        """The full URL for `database` (the maintenance database when None), password included.
+
+        The password is read now from its source: `env:NAME`, `file:/path`, or
+        `aws-secret:ARN[|ENDPOINT_URL]` (an RDS-managed master secret in Secrets Manager).
+        """
         kind, _, where = self.secret_source.partition(":")
         if kind == "env":
             raw = os.environ.get(where)
@@ -73,6 +77,12 @@ class ServerRef:
                     suggestions=[f"export {where}=postgresql://USER:PASSWORD@HOST:5432/postgres"],
                 )
             url = parse_url(raw, source=where)
+        elif kind == "aws-secret":
+            # Imported here: the AWS module builds ServerRefs itself.
+            from dbinit_pipeline.resources.aws import resolve_secret_source
+
+            username, secret = resolve_secret_source(where)  # registers the password for redaction
+            url = make_url(self.url_display).set(username=username, password=secret)
         elif kind == "file":
             url = make_url(self.url_display)
             secret = Path(where).read_text().strip()

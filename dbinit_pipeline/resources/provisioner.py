@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.errors import ConfigurationError, ProvisioningError, UnsupportedError
+from dbinit_pipeline.resources.aws import AWS_HOSTINGS, endpoint_error, ensure_aws_infrastructure
 from dbinit_pipeline.resources.database_server import (
     DatabaseServer,
     ServerRef,
@@ -105,6 +106,25 @@ def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
         ref = server_from_env(config, plan)
         latency = check_answers(ref)
         return ServerFound(ref, "existing", {"latency_ms": round(latency, 1)})
+    if plan.hosting in AWS_HOSTINGS:
+        infra = ensure_aws_infrastructure(config, plan.environment, dry_run=plan.dry_run)
+        details = infra.details()
+        if infra.infrastructure == "would_provision":
+            return ServerFound(infra.placeholder_ref(plan.provider), infra.infrastructure, details)
+        var = plan.connection_env
+        # The connection variable wins when set (a proxy, a tunnel, a less privileged user); the
+        # endpoint and the master secret are the way in when it is not.
+        if var and os.environ.get(var):
+            ref = server_from_env(config, plan)
+            details["connection"] = f"environment variable {var}"
+        else:
+            ref = infra.server_ref(plan.provider, var)
+            details["connection"] = "endpoint and master secret"
+        try:
+            details["latency_ms"] = round(check_answers(ref), 1)
+        except Exception as exc:  # any driver error: named for the endpoint and how it was reached
+            raise endpoint_error(exc, infra, via=details["connection"]) from None
+        return ServerFound(ref, infra.infrastructure, details)
     if plan.hosting in ("gcp-sql", "azure-sql"):
         raise ProvisioningError(
             "Database infrastructure not found and cannot be provisioned: "
