@@ -108,14 +108,107 @@ def cmd_init(args: argparse.Namespace) -> int:
             dry_run=args.dry_run or args.command == "plan",
             verbose=args.verbose,
         )
-    except DbinitError as exc:
+    except Exception as exc:  # a configuration or parameter error, or a bug: a response either way
         return _fail(exc, stage="validate", environment=args.environment)
     if getattr(args, "sql", False) and response.get("status") == "success":
-        for package, sql in response["result"].get("plan", {}).get("sql", {}).items():
+        plan = response["result"].get("plan", {})
+        if plan.get("hash"):
+            sys.stdout.write(f"-- plan {plan['hash']}\n")
+        for package, sql in plan.get("sql", {}).items():
             sys.stdout.write(f"-- package {package}\n{sql}\n")
         return 0
     _emit(response)
     return 0 if response.get("status") == "success" else 1
+
+
+# -- approvals -------------------------------------------------------------------------
+def _approval_plan(config: LoadedConfig, args: argparse.Namespace) -> Any:
+    from dbinit_pipeline.stages.validate import InitParams, build_plan
+
+    params = InitParams(database_name=args.database_name, if_exists=args.if_exists, dry_run=True)
+    return build_plan(config, args.environment, params)
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from dbinit_pipeline.resources.approval_gate import command_for, request_approval
+
+    operation = "request-approval"
+    try:
+        config = _config(args)
+        plan = _approval_plan(config, args)
+        outcome = request_approval(config, plan, by=args.by, reason=args.reason, fallback=sys.stderr)
+        command = command_for(config, plan, "approve")
+    except Exception as exc:
+        return _fail(exc, stage="request", environment=args.environment, operation=operation)
+    digest, request = outcome.digest, outcome.request
+    result: dict[str, Any] = {
+        "request_id": request.id,
+        "environment": plan.environment,
+        "database_name": plan.database_name,
+        "plan": digest.summary(),
+        "requested_by": request.requested_by,
+        "reason": request.reason,
+        "notified_through": outcome.channel,
+    }
+    if outcome.delivery_errors:
+        result["notification_errors"] = outcome.delivery_errors
+        for error in outcome.delivery_errors:
+            sys.stderr.write(f"dbinit: notification not delivered: {error}\n")
+    _emit(
+        {
+            "status": "success",
+            "operation": operation,
+            "result": result,
+            "message": f"Approval of plan {digest.short} for {plan.database_name} ({plan.environment}) requested",
+            "next_steps": [
+                f"An approver (not {request.requested_by}) runs: {command}",
+                f"Then: dbinit init {plan.environment}",
+            ],
+        }
+    )
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from dbinit_pipeline.jobs import job_name
+    from dbinit_pipeline.resources.approval_gate import approve_plan
+
+    operation = "approve"
+    try:
+        config = _config(args)
+        plan = _approval_plan(config, args)
+        record, digest = approve_plan(
+            config, plan, by=args.by, reason=args.reason, ttl=args.ttl, expected_hash=args.plan_hash
+        )
+    except Exception as exc:
+        return _fail(exc, stage="approve", environment=args.environment, operation=operation)
+    expires = record.expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    _emit(
+        {
+            "status": "success",
+            "operation": operation,
+            "result": {
+                "approval_id": record.id,
+                "environment": plan.environment,
+                "database_name": plan.database_name,
+                "plan": digest.summary(),
+                "approved_by": record.approved_by,
+                "requested_by": record.requested_by,
+                "reason": record.reason,
+                "expires_at": expires,
+            },
+            "message": (
+                f"{record.approved_by} approved plan {digest.short} for {plan.database_name} "
+                f"({plan.environment}): one run may use it until {expires}"
+            ),
+            "next_steps": [
+                f"Run it: dbinit init {plan.environment}",
+                "Or re-execute the failed run from failure in the Dagster UI.",
+                f"In CI: dagster job execute -m dbinit_pipeline -j {job_name(plan.environment)}",
+            ],
+        }
+    )
+    return 0
 
 
 # -- status / health -------------------------------------------------------------------
@@ -312,6 +405,30 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sql", action="store_true", help="with a dry run: print only the SQL")
         p.add_argument("--verbose", action="store_true", help="log Dagster's debug events too")
         p.set_defaults(func=cmd_init)
+    p = sub.add_parser("request", help="ask the environment's approvers to approve the current plan")
+    with_env(p)
+    p.add_argument(
+        "--if-exists",
+        choices=["reuse", "error", "recreate"],
+        help="the run's policy, if not the configured one",
+    )
+    p.add_argument("--by", required=True, help="your name")
+    p.add_argument("--reason", help="why the run is needed")
+    p.set_defaults(func=cmd_request)
+    p = sub.add_parser("approve", help="approve the current plan for one run (approvers only)")
+    with_env(p)
+    p.add_argument(
+        "--if-exists",
+        choices=["reuse", "error", "recreate"],
+        help="the run's policy, if not the configured one",
+    )
+    p.add_argument("--by", required=True, help="your name, as listed in safety.approvers.<env>")
+    p.add_argument("--reason", help="why it is approved")
+    p.add_argument("--ttl", help="how long the approval stays valid (default safety.approval_ttl, e.g. 2h)")
+    p.add_argument(
+        "--plan-hash", help="the hash you reviewed (dbinit plan); refused if the plan changed since"
+    )
+    p.set_defaults(func=cmd_approve)
     p = sub.add_parser("status", help="applied and pending revisions per package")
     with_env(p)
     p.set_defaults(func=cmd_status)

@@ -112,6 +112,12 @@ class LockTimeout(DbinitError):
     code = "lock_timeout"
 
 
+class StateStoreError(DbinitError):
+    """The state store (approvals, lock holders, operation log copy) cannot be read or written."""
+
+    code = "state_store_failed"
+
+
 class VerificationError(DbinitError):
     """The live database does not match what the schemas declare, or is unhealthy."""
 

@@ -9,6 +9,7 @@ from dbinit_pipeline.resources.approval_gate import ApprovalGate
 from dbinit_pipeline.resources.operation_log import OperationLog
 from dbinit_pipeline.resources.project import ProjectResource
 from dbinit_pipeline.resources.provisioner import Provisioner
+from dbinit_pipeline.resources.run_lock import RunLock
 from dbinit_pipeline.stages.approve import approve
 from dbinit_pipeline.stages.core_schema import core_schema
 from dbinit_pipeline.stages.create import create
@@ -47,7 +48,10 @@ def build_job(config: LoadedConfig, environment: str) -> JobDefinition:
             "project": ProjectResource(config_path=path, environment=environment),
             "approval_gate": ApprovalGate(config_path=path),
             "provisioner": Provisioner(config_path=path),
-            "operation_log": OperationLog(path=str(config.resolve(config.model.integration.operation_log))),
+            "operation_log": OperationLog(
+                path=str(config.resolve(config.model.integration.operation_log)), config_path=path
+            ),
+            "run_lock": RunLock(config_path=path),
         },
     )
 

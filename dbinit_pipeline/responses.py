@@ -26,6 +26,7 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
     database = applied.database
     outcomes = [o.as_dict() for o in (*core.packages, *packages.packages)]
     migrations = core.migrations_applied + packages.migrations_applied
+    approved = database.provisioned.approved
     result: dict[str, Any] = {
         "environment": plan.environment,
         "database_name": plan.database_name,
@@ -35,10 +36,11 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
         "infrastructure": database.provisioned.infrastructure,
         "database": database.action,
         "approval": (
-            {"required": True, "approved_by": database.provisioned.approved.approved_by}
-            if database.provisioned.approved.required
+            {"required": True, "approved_by": approved.approved_by, "approval_id": approved.approval_id}
+            if approved.required
             else {"required": False}
         ),
+        "plan_hash": approved.plan_hash,
         "schema_initialized": not plan.dry_run,
         "migration_table_created": core.ledger_created,
         "packages_applied": outcomes,
@@ -57,13 +59,20 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
         result["notes"] = notes
     if plan.dry_run:
         pending = core.pending + packages.pending
-        result["plan"] = {"pending_migrations": pending, "sql": {**core.sql, **packages.sql}}
+        result["plan"] = {
+            "hash": approved.plan_hash,
+            "pending_migrations": pending,
+            "sql": {**core.sql, **packages.sql},
+        }
         message = (
             f"Dry run for {plan.database_name}: {pending} migration(s) would be applied; nothing was changed"
             if pending
             else f"Dry run for {plan.database_name}: nothing to apply; nothing was changed"
         )
         next_steps = [f"Apply it: dbinit init {plan.environment}"]
+        if approved.required:
+            result["plan"]["approval_required"] = True
+            next_steps.insert(0, f"Have plan {approved.plan_hash} approved: {approved.approve_command}")
     elif migrations == 0 and database.action == "existing":
         message = f"Database {plan.database_name} is already up to date: nothing to apply"
         next_steps = [f"Check it any time: dbinit status {plan.environment}"]

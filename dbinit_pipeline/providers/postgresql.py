@@ -45,7 +45,10 @@ class PostgresProvider(Provider):
                     text(
                         "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l"
                         " JOIN pg_stat_activity a ON a.pid = l.pid"
-                        " WHERE l.locktype = 'advisory' AND l.objid = :k AND l.granted LIMIT 1"
+                        " WHERE l.locktype = 'advisory' AND l.classid = 0 AND l.objid = :k"
+                        " AND l.objsubid = 1 AND l.granted AND l.pid <> pg_backend_pid()"
+                        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                        " LIMIT 1"
                     ),
                     {"k": key},
                 ).first()
@@ -83,6 +86,35 @@ class PostgresProvider(Provider):
                 conn.rollback()
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.lock_key(database)})
             conn.commit()
+
+    def end_orphaned_locks(self, conn: Connection, database: str) -> list[int]:
+        """End the server processes that still hold `database`'s schema lock for a dead client.
+
+        Call it only while holding the run lock of `database`: then no live initialization can
+        hold the schema lock, and a holder is a backend whose client was killed in the middle of
+        a statement (PostgreSQL notices a vanished client only when it next talks to it, so a
+        long migration would otherwise run on, and block, until it ends). Ending it rolls its
+        transaction back. Only dbinit's own connections are considered.
+        """
+        pids = [
+            int(pid)
+            for pid in conn.execute(
+                text(
+                    "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                    " JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE l.locktype = 'advisory' AND l.classid = 0 AND l.objid = :k"
+                    " AND l.objsubid = 1 AND l.granted AND d.datname = :db"
+                    " AND a.application_name = 'dbinit' AND l.pid <> pg_backend_pid()"
+                ),
+                {"k": self.lock_key(database), "db": database},
+            ).scalars()
+        ]
+        ended = [
+            pid for pid in pids if conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        ]
+        if conn.in_transaction():
+            conn.commit()
+        return ended
 
     def lock_capacity(self, conn: Connection) -> LockCapacity:
         row = conn.execute(

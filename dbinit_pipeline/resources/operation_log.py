@@ -1,16 +1,26 @@
-"""The operation log: one JSON line per finished or failed run."""
+"""The operation log: one JSON line per finished or failed run, and a copy in the state store.
+
+The file (`integration.operation_log`) is the record people read and tail; the state store
+keeps a copy beside the approvals and lock holders, so that several machines sharing a
+DBINIT_STATE_URL see one history. The copy is best effort: a state store that does not answer
+is logged, never a reason to fail the run's last stage.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource
 
-from dbinit_pipeline.redaction import redact
+from dbinit_pipeline.errors import DbinitError
+from dbinit_pipeline.redaction import redact, redact_data
+
+logger = logging.getLogger(__name__)
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
@@ -33,9 +43,20 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 class OperationLog(ConfigurableResource):  # type: ignore[type-arg]
-    """Appends operation records to a JSON-lines file."""
+    """Appends operation records to a JSON-lines file and to the state store of `config_path`."""
 
     path: str
+    config_path: str = ""
 
     def append(self, record: dict[str, Any]) -> None:
-        append_record(Path(self.path), record)
+        clean: dict[str, Any] = redact_data(record)
+        append_record(Path(self.path), clean)
+        if not self.config_path:
+            return
+        from dbinit_pipeline.resources.project import load_cached
+        from dbinit_pipeline.resources.state_store import StateStore
+
+        try:
+            StateStore.for_config(load_cached(self.config_path)).append_operation(clean)
+        except DbinitError as exc:
+            logger.warning("operation log copy not written: %s", exc.message)

@@ -6,6 +6,7 @@ from sqlalchemy.exc import ProgrammingError
 from dbinit_pipeline.errors import DatabaseExists, InputError
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.resources.operation_log import OperationLog
+from dbinit_pipeline.resources.run_lock import RunLock
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.stages.results import DatabaseReady, InitPlan, Provisioned
 
@@ -60,10 +61,16 @@ def database_ready(provisioned: Provisioned) -> DatabaseReady:
 
 @op(retry_policy=TRANSIENT_RETRY)
 def create(
-    context: OpExecutionContext, provisioned: Provisioned, operation_log: OperationLog
+    context: OpExecutionContext, provisioned: Provisioned, operation_log: OperationLog, run_lock: RunLock
 ) -> DatabaseReady:
-    """Make sure the target database exists (or, in a dry run, say what would happen)."""
+    """Take the run lock, then make sure the target database exists (a dry run only says what would happen)."""
     plan = provisioned.plan
-    ready = run_stage(context, "create", operation_log, lambda: database_ready(provisioned), plan=plan)
+
+    def locked_and_ready() -> DatabaseReady:
+        # Held until verify: one initialization per server and database at a time.
+        run_lock.acquire(provisioned, run_id=context.run_id)
+        return database_ready(provisioned)
+
+    ready = run_stage(context, "create", operation_log, locked_and_ready, plan=plan)
     context.log.info(f"create: database {plan.database_name} {ready.action}")
     return ready

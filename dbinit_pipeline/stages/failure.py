@@ -3,8 +3,9 @@
 Transient faults are re-raised for the op's RetryPolicy (exponential backoff with jitter);
 everything else, and a transient fault on the last attempt, becomes the seed's error response:
 appended to the operation log, attached to the failure event, and raised as
-`Failure(allow_retries=False)`. A database this run created is dropped again first, unless the
-environment is protected.
+`Failure(allow_retries=False)`. Before that, still under the run lock, a database this run
+created is dropped again (never on a protected environment, never one that existed before);
+then the run lock is released. The response says what was cleaned up or kept, and why.
 """
 
 from __future__ import annotations
@@ -16,33 +17,61 @@ from typing import Any, TypeVar
 from dagster import Backoff, Failure, Jitter, MetadataValue, OpExecutionContext, RetryPolicy
 
 from dbinit_pipeline.errors import DbinitError, classify
+from dbinit_pipeline.redaction import redact_data
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.resources.operation_log import OperationLog
+from dbinit_pipeline.resources.run_lock import release_run_lock
 from dbinit_pipeline.responses import error_response
 from dbinit_pipeline.stages.results import DatabaseReady, InitPlan
 
 TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=0.5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+_BEFORE_CREATE = ("validate", "approve", "provision")
 
 
-def cleanup_created_database(database: DatabaseReady) -> dict[str, Any]:
-    """Drop a database this run created; never a protected one, never one that existed before."""
+def cleanup_after_failure(stage: str, database: DatabaseReady | None) -> dict[str, Any]:
+    """Drop the database if this run created it and may drop it; say what happened and why."""
+    if database is None:
+        if stage in _BEFORE_CREATE:
+            reason = f"the run stopped at {stage}, before the create stage: no database was touched"
+        else:
+            reason = f"{stage} failed before the database was ready: this run created nothing to drop"
+        return {"database": "untouched", "reason": reason}
     plan = database.plan
-    if plan.dry_run or not database.created_by_this_run:
+    name = plan.database_name
+    if plan.dry_run:
+        return {"database": "untouched", "name": name, "reason": "a dry run changes nothing"}
+    if database.action != "created":
         return {
             "database": "kept",
-            "reason": "it existed before this run" if database.existed_before else "nothing was created",
+            "name": name,
+            "reason": "it existed before this run"
+            + (" (recreated by if_exists: recreate)" if database.action == "recreated" else "")
+            + ": a database that existed before is never dropped",
         }
-    if database.existed_before and database.action != "recreated":
-        return {"database": "kept", "reason": "it existed before this run"}
     if plan.protected:
-        return {"database": "kept", "reason": f"environment {plan.environment!r} is protected"}
+        return {
+            "database": "kept",
+            "name": name,
+            "reason": f"this run created it, but {plan.environment!r} is a protected environment: "
+            "nothing is dropped there automatically; a rerun continues where this one stopped",
+        }
     server = DatabaseServer(database.server)
     try:
         with server.connect(autocommit=True) as conn:
-            server.provider.drop_database(conn, plan.database_name)
+            server.provider.drop_database(conn, name)
     except Exception as exc:
-        return {"database": "kept", "reason": f"dropping it failed: {classify(exc).message}"}
-    return {"database": "dropped", "reason": "this run created it and a later stage failed"}
+        return {
+            "database": "kept",
+            "name": name,
+            "reason": f"this run created it and {stage} failed, but dropping it failed: "
+            f"{classify(exc).message}; drop it by hand or rerun to finish it",
+        }
+    return {
+        "database": "dropped",
+        "name": name,
+        "reason": f"this run created it and {stage} failed; the next run creates it afresh "
+        "(launch a new run rather than re-executing from failure)",
+    }
 
 
 T = TypeVar("T")
@@ -69,14 +98,18 @@ def run_stage(
         if error.transient and context.retry_number < TRANSIENT_RETRY.max_retries:
             context.log.warning(f"{stage}: {error.message} (attempt {attempt}); retrying")
             raise error from None
-        cleanup = cleanup_created_database(database) if database is not None else None
-        response = error_response(
-            error,
-            stage=stage,
-            plan=plan,
-            environment=environment,
-            run_id=context.run_id,
-            cleanup=cleanup,
+        cleanup = cleanup_after_failure(stage, database)
+        if release_run_lock(context.run_id):
+            cleanup["lock"] = "released"
+        response: dict[str, Any] = redact_data(
+            error_response(
+                error,
+                stage=stage,
+                plan=plan,
+                environment=environment,
+                run_id=context.run_id,
+                cleanup=cleanup,
+            )
         )
         oplog.append(response)
         context.log.error(f"{stage} failed: {error.message}")

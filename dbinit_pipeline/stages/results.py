@@ -37,6 +37,8 @@ class Approved:
     required: bool
     approved_by: str | None = None
     approval_id: str | None = None
+    plan_hash: str | None = None  # computed when approval is needed, and in every dry run
+    approve_command: str | None = None
 
 
 @dataclass(frozen=True)

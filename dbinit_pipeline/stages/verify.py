@@ -8,6 +8,7 @@ from dbinit_pipeline.health import verify_database
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.resources.operation_log import OperationLog
 from dbinit_pipeline.resources.project import ProjectResource
+from dbinit_pipeline.resources.run_lock import RunLock
 from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.stages.results import PackagesApplied, Verified
@@ -48,6 +49,7 @@ def verify(
     applied: PackagesApplied,
     project: ProjectResource,
     operation_log: OperationLog,
+    run_lock: RunLock,
 ) -> Verified:
     """Compare the live schema with the expected one and run the health checks."""
     verified = run_stage(
@@ -58,5 +60,6 @@ def verify(
         plan=applied.plan,
         database=applied.database,
     )
+    run_lock.release(run_id=context.run_id)  # taken by create; a failure above released it already
     context.log.info(f"verify: {verified.status}")
     return verified
