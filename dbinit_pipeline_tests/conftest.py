@@ -8,6 +8,8 @@ DBINIT_TEST_POSTGRES_URL is set, that server too.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -80,13 +82,18 @@ class PgServer:
 
 
 @pytest.fixture(scope="session")
-def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    base = tmp_path_factory.mktemp("embedded-pg")
+def embedded_pg() -> Iterator[PgServer]:
+    # Outside pytest's temporary tree: every pytest session resets that tree to mode 0700,
+    # which would lock the server's system user out of a concurrent session's data directory.
+    base = Path(tempfile.mkdtemp(prefix="dbinit-test-pg-"))
     server = EmbeddedPostgres(base)
-    status = server.ensure_running()
-    url = f"postgresql://postgres:{server.password()}@{status.host}:{status.port}/postgres"
-    yield PgServer("embedded", url)
-    server.stop()
+    try:
+        status = server.ensure_running()
+        url = f"postgresql://postgres:{server.password()}@{status.host}:{status.port}/postgres"
+        yield PgServer("embedded", url)
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _servers() -> list[str]:

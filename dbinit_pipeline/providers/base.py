@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import secrets
 import zlib
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
 from dbinit_pipeline.errors import InputError
@@ -92,6 +94,37 @@ class Provider(ABC):
 
     @abstractmethod
     def lock_capacity(self, conn: Connection) -> LockCapacity: ...
+
+    # -- health: each returns {"status": ..., ...}; "unknown" always carries a "reason" ------
+    def connection_check(self, conn: Connection) -> dict[str, Any]:
+        """Connections in use against the server's limit."""
+        return {"status": "unknown", "reason": f"unavailable on {self.name}: no connection count query"}
+
+    def disk_check(self, conn: Connection) -> dict[str, Any]:
+        """Free space where the server keeps its data, when it can be known from here."""
+        return {
+            "status": "unknown",
+            "reason": f"unavailable on {self.name}: the server reports no disk space",
+        }
+
+    def permission_check(self, conn: Connection) -> dict[str, Any]:
+        """Can the connecting role create tables? Probed, then undone (rolled back where DDL is
+        transactional, dropped where it is not)."""
+        probe = f"dbinit_probe_{secrets.token_hex(4)}"
+        quoted = self.quote(probe)
+        if conn.in_transaction():
+            conn.rollback()
+        try:
+            with conn.begin() as tx:
+                conn.execute(text(f"CREATE TABLE {quoted} (id INTEGER)"))
+                if not self.transactional_ddl:
+                    conn.execute(text(f"DROP TABLE {quoted}"))
+                tx.rollback()
+        except Exception as exc:
+            from dbinit_pipeline.errors import describe
+
+            return {"status": "unhealthy", "can_create_tables": False, "reason": describe(exc)}
+        return {"status": "healthy", "can_create_tables": True}
 
     @abstractmethod
     def catalog(self, conn: Connection) -> Catalog:

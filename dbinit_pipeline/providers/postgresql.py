@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import shutil
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -144,3 +149,85 @@ class PostgresProvider(Provider):
             )
         ).all()
         return Catalog(frozenset(tables), frozenset((r[0], r[1]) for r in fks))
+
+    def connection_check(self, conn: Connection) -> dict[str, Any]:
+        row = conn.execute(
+            text("SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
+        ).one()
+        active, limit = int(row[0]), int(row[1])
+        return {"status": connection_status(active, limit), "active": active, "max_connections": limit}
+
+    def disk_check(self, conn: Connection) -> dict[str, Any]:
+        host = conn.engine.url.host or "localhost"
+        directory: str | None = None
+        if is_this_host(host):
+            try:
+                with conn.begin_nested():
+                    directory = str(conn.execute(text("SELECT current_setting('data_directory')")).scalar())
+            except Exception:
+                directory = None
+        return disk_report(host, directory)
+
+
+def disk_report(host: str, directory: str | None) -> dict[str, Any]:
+    """Disk space of a PostgreSQL server at `host` whose data directory is `directory` (None when
+    the connecting role may not read it): known only when that directory is on this machine."""
+    if not is_this_host(host):
+        return {
+            "status": "unknown",
+            "reason": f"the server runs on {host}, not on this host: its disk cannot be read from here",
+        }
+    if directory is None:
+        return {
+            "status": "unknown",
+            "reason": "the connecting role may not read data_directory (it needs pg_read_all_settings)",
+        }
+    return disk_status(directory)
+
+
+CONNECTIONS_DEGRADED = 0.75
+CONNECTIONS_UNHEALTHY = 0.9
+DISK_DEGRADED_BYTES = 2 * 1024**3
+DISK_UNHEALTHY_BYTES = 256 * 1024**2
+
+
+def connection_status(active: int, limit: int) -> str:
+    share = active / limit if limit else 0.0
+    if share >= CONNECTIONS_UNHEALTHY:
+        return "unhealthy"
+    return "degraded" if share >= CONNECTIONS_DEGRADED else "healthy"
+
+
+def is_this_host(host: str) -> bool:
+    """Whether `host` names this machine (loopback, or one of its own addresses)."""
+    if host.startswith("/") or host in ("localhost", socket.gethostname()):
+        return True
+    try:
+        address = ipaddress.ip_address(socket.gethostbyname(host))
+    except (OSError, ValueError):
+        return False
+    if address.is_loopback:
+        return True
+    try:
+        own = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        own = set()
+    return str(address) in own
+
+
+def disk_status(directory: str) -> dict[str, Any]:
+    """Free bytes of the filesystem holding `directory`; unknown, with the reason, if unreadable."""
+    if not os.path.isdir(directory):
+        return {"status": "unknown", "reason": f"data directory {directory} is not visible from this process"}
+    usage = shutil.disk_usage(directory)
+    status = "healthy"
+    if usage.free < DISK_UNHEALTHY_BYTES:
+        status = "unhealthy"
+    elif usage.free < DISK_DEGRADED_BYTES or usage.free < usage.total * 0.05:
+        status = "degraded"
+    return {
+        "status": status,
+        "free_bytes": usage.free,
+        "total_bytes": usage.total,
+        "data_directory": directory,
+    }

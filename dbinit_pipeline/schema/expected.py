@@ -1,34 +1,106 @@
-"""What the live database should hold after the core and the packages: tables and foreign keys."""
+"""What the live database should hold: per table, the shape the core and the packages declare.
+
+A package that points to SQLAlchemy models in package.yaml (`models: module:attribute`, or
+`models.py:attribute` inside the package folder) is compared with its models; any other package
+with the snapshot of what its migrations produced; a package applied before snapshots existed
+with the tables and foreign keys its migrations name.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dbinit_pipeline.schema.core.models import metadata as core_metadata
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from dbinit_pipeline.errors import PackageError
 from dbinit_pipeline.schema.ledger import LEDGER_TABLE, SNAPSHOT_TABLE, VERSION_TABLE
 from dbinit_pipeline.schema.package import Package
+from dbinit_pipeline.schema.shape import TableShape, describe_model
+
+# The snapshot table is optional: databases initialized before it existed get it on their next run.
+BOOKKEEPING_TABLES = (LEDGER_TABLE, VERSION_TABLE)
+OPTIONAL_TABLES = (SNAPSHOT_TABLE,)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ExpectedSchema:
-    tables: dict[str, str]  # table -> owning package
-    foreign_keys: frozenset[tuple[str, str]]
+    """Expected tables with their owner, and a shape wherever one is known."""
+
+    owners: dict[str, str] = field(default_factory=dict)
+    shapes: dict[str, TableShape] = field(default_factory=dict)
+    foreign_keys: set[tuple[str, str]] = field(default_factory=set)
+    sources: dict[str, str] = field(default_factory=dict)  # package -> models | snapshot | migrations
 
 
-def expected_schema(packages: Sequence[Package]) -> ExpectedSchema:
-    """Core tables from its SQLAlchemy models, package tables from their migrations."""
-    tables: dict[str, str] = {LEDGER_TABLE: "dbinit", VERSION_TABLE: "dbinit", SNAPSHOT_TABLE: "dbinit"}
-    fks: set[tuple[str, str]] = set()
-    for core_table in core_metadata.tables.values():
-        tables[core_table.name] = "core"
-        for fk in core_table.foreign_keys:
-            fks.add((core_table.name, fk.column.table.name))
+def load_models(pkg: Package) -> sa.MetaData | None:
+    """The MetaData a package declares in package.yaml, or None."""
+    if not pkg.models:
+        return None
+    target, _, attribute = pkg.models.partition(":")
+    attribute = attribute or "metadata"
+    try:
+        if target.endswith(".py"):
+            path = pkg.path / target
+            spec = importlib.util.spec_from_file_location(f"_dbinit_models_{pkg.name}", path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {path}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        value = getattr(module, attribute)
+    except Exception as exc:
+        raise PackageError(
+            f"Package {pkg.name!r}: models {pkg.models!r} in {pkg.manifest_path} cannot be loaded: "
+            f"{type(exc).__name__}: {exc}",
+            suggestions=[f"Point models: in {pkg.manifest_path} at module:metadata or file.py:metadata."],
+        ) from None
+    if isinstance(value, sa.MetaData):
+        return value
+    metadata = getattr(value, "metadata", None)
+    if isinstance(metadata, sa.MetaData):
+        return metadata
+    raise PackageError(
+        f"Package {pkg.name!r}: models {pkg.models!r} is not a SQLAlchemy MetaData or declarative base"
+    )
+
+
+def expected_schema(
+    packages: Sequence[Package],
+    dialect: Dialect,
+    snapshots: dict[str, tuple[str, dict[str, str]]] | None = None,
+    applied_heads: dict[str, str] | None = None,
+) -> ExpectedSchema:
+    """Expected shapes for every table the packages own."""
+    expected = ExpectedSchema()
+    for name in BOOKKEEPING_TABLES:
+        expected.owners[name] = "dbinit"
     for pkg in packages:
-        if pkg.name == "core":
+        metadata = load_models(pkg)
+        if metadata is not None:
+            for table in metadata.tables.values():
+                expected.owners[table.name] = pkg.name
+                expected.shapes[table.name] = describe_model(table, dialect)
+                expected.foreign_keys.update((table.name, fk.column.table.name) for fk in table.foreign_keys)
+            expected.sources[pkg.name] = "models"
             continue
+        for table_name in pkg.tables:
+            expected.owners[table_name] = pkg.name
         for m in pkg.migrations:
-            for table in m.creates_tables:
-                tables[table] = pkg.name
-            fks.update(m.foreign_keys)
-    return ExpectedSchema(tables, frozenset(fks))
+            expected.foreign_keys.update(fk for fk in m.foreign_keys if fk[0] in pkg.tables)
+        snapshot = (snapshots or {}).get(pkg.name)
+        head = (applied_heads or {}).get(pkg.name)
+        if snapshot is not None and head is not None and snapshot[0] == head:
+            for table_name, shape in snapshot[1].items():
+                if table_name:
+                    expected.shapes[table_name] = TableShape.from_json(table_name, json.loads(shape))
+                    expected.owners.setdefault(table_name, pkg.name)
+            expected.sources[pkg.name] = "snapshot"
+        else:
+            expected.sources[pkg.name] = "migrations"
+    return expected

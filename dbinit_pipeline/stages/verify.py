@@ -21,7 +21,12 @@ def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
         return Verified(applied, {"status": "skipped"}, {"status": "skipped"}, "skipped")
     packages = registry_for(config, plan.run_id).ordered()
     outcome = verify_database(
-        DatabaseServer(applied.database.server), plan.database_name, packages, config.model.health
+        DatabaseServer(applied.database.server),
+        plan.database_name,
+        packages,
+        config.model.health,
+        run_id=plan.run_id,
+        snapshot=True,
     )
     if outcome.schema["status"] != "ok" or outcome.status == "unhealthy":
         failing = [
