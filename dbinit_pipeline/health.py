@@ -146,9 +146,9 @@ def verify_database(
         elif table not in live:
             drift.append(f"table {table}: missing (package {owner})")
     for source, referred in sorted(expected.foreign_keys):
-        if source in live and source not in expected.shapes:
-            if not any(ref == referred for _, ref, _ in live[source].foreign_keys):
-                drift.append(f"foreign key {source} -> {referred}: missing")
+        declared = source in live and source not in expected.shapes
+        if declared and not any(ref == referred for _, ref, _ in live[source].foreign_keys):
+            drift.append(f"foreign key {source} -> {referred}: missing")
     history = _history_problems(packages, applied)
     pending = sum(1 for pkg in packages for m in pkg.migrations if m.key not in applied)
     expected_versions = set(heads.values())

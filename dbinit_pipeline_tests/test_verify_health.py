@@ -148,6 +148,7 @@ def test_disk_space_known_for_the_embedded_server(project: Project, shop: str) -
     if project.server.name != "embedded":
         pytest.skip("the embedded server's data directory is the one this test knows")
     code, report = health(project, shop)
+    assert code == 0
     disk = report["result"]["checks"]["disk"]
     assert disk["status"] == "healthy"
     assert disk["free_bytes"] > 0 and disk["total_bytes"] >= disk["free_bytes"]
