@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import threading
 import time
 import urllib.request
@@ -593,6 +594,32 @@ def test_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
     assert "endpoint_url" in " ".join(caught.value.suggestions)
 
 
+def test_connection_dropped_before_an_answer_is_transient(tmp_path: Path) -> None:
+    # A server that accepts and hangs up: botocore's HTTPClientError family, like a read timeout.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    config = write_config(tmp_path, "aws-rds", aws_block(url, unique_id(), max_attempts=1))
+    try:
+        with pytest.raises(ProvisioningError) as caught:
+            ensure_aws_infrastructure(config, "dev", dry_run=False)
+    finally:
+        listener.close()
+
+    assert caught.value.code == "aws_unreachable"
+    assert caught.value.transient is True
+
+
 def test_engine_that_does_not_fit_the_provider_names_the_key(tmp_path: Path, moto_url: str) -> None:
     config = write_config(tmp_path, "aws-rds", aws_block(moto_url, unique_id(), engine="mysql"))
 
@@ -643,6 +670,33 @@ def test_disk_space_comes_from_cloudwatch(tmp_path: Path, moto_url: str, rds: An
     assert "no FreeStorageSpace datapoint" in unknown["reason"]
 
 
+def test_aurora_disk_space_is_the_writers_local_storage(tmp_path: Path, moto_url: str) -> None:
+    # Aurora publishes no FreeStorageSpace (its volume grows by itself); its writer's local disk
+    # (temporary files) is what can fill up.
+    identifier = unique_id("aurora")
+    config = write_config(tmp_path, "aws-aurora", aws_block(moto_url, identifier))
+    infra = ensure_aws_infrastructure(config, "dev", dry_run=False)
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=moto_url, region_name=REGION)
+    cloudwatch.put_metric_data(
+        Namespace="AWS/RDS",
+        MetricData=[
+            {
+                "MetricName": "FreeLocalStorage",
+                "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": str(infra.writer)}],
+                "Value": 10 * 1024**3,
+                "Unit": "Bytes",
+            }
+        ],
+    )
+
+    space = aws_disk_space(config, "dev")
+
+    assert space["status"] == "healthy"
+    assert space["free_bytes"] == 10 * 1024**3
+    assert space["metric"] == "FreeLocalStorage"
+    assert space["identifier"] == infra.writer
+
+
 # --- through provision() and the job ------------------------------------------------------------
 
 
@@ -675,15 +729,16 @@ def test_provision_reports_identifier_and_endpoint_and_uses_the_connection_varia
     assert_secret_free(master_password(secrets, described), json.dumps(found.details), repr(found.server))
 
 
+@pytest.mark.parametrize("hosting", ["aws-rds", "aws-aurora"])
 def test_job_provisions_on_moto_then_initializes_postgresql(
-    project: Project, moto_url: str, rds: Any, secrets: Any
+    project: Project, moto_url: str, rds: Any, secrets: Any, hosting: str
 ) -> None:
     identifier = unique_id()
     project.write_config(
         environments={
             "dev": {
                 "connection_string_env": TEST_URL_VAR,
-                "hosting": "aws-rds",
+                "hosting": hosting,
                 "aws": aws_block(moto_url, identifier, tags={"team": "data"}),
             }
         }
@@ -693,20 +748,24 @@ def test_job_provisions_on_moto_then_initializes_postgresql(
     first = project.run(database_name=name)
 
     assert first["status"] == "success", first
-    assert first["result"]["hosting"] == "aws-rds"
+    assert first["result"]["hosting"] == hosting
     assert first["result"]["infrastructure"] == "provisioned"
     assert first["result"]["database"] == "created"
     assert project.server.database_exists(name)
     assert set(CORE_TABLES) <= project.server.tables(name)
-    described = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+    if hosting == "aws-aurora":
+        described = rds.describe_db_clusters(DBClusterIdentifier=identifier)["DBClusters"][0]
+    else:
+        described = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
     assert tags_of(described) == {"team": "data", ENVIRONMENT_TAG: "dev"}
-    instances = instance_ids(rds)
+    infrastructure = (instance_ids(rds), cluster_ids(rds))
 
     second = project.run(database_name=name)
 
     assert second["status"] == "success", second
     assert second["result"]["infrastructure"] == "existing"
-    assert instance_ids(rds) == instances
+    assert second["result"]["migrations_applied"] == 0
+    assert (instance_ids(rds), cluster_ids(rds)) == infrastructure
     log_text = (project.root / ".dbinit" / "operations.jsonl").read_text()
     secret_values = [master_password(secrets, described), project.server.password or "unset-password"]
     for secret in secret_values:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.config import Config
@@ -430,6 +431,9 @@ def rds_client(settings: AwsSettings) -> RDSClient:
         return cast("RDSClient", client)
 
 
+# Every connection reads the secret again (rotation may change it); the client, whose creation
+# loads the service model, is made once per process. boto3 clients are thread-safe.
+@lru_cache(maxsize=8)
 def secrets_client(region: str, endpoint_url: str | None, max_attempts: int = 5) -> SecretsManagerClient:
     """A Secrets Manager client through dagster-aws's SecretsManagerResource."""
     with warnings.catch_warnings():
