@@ -18,7 +18,7 @@ from dbinit_pipeline.configuration import HealthSettings
 from dbinit_pipeline.errors import describe
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.schema import ledger
-from dbinit_pipeline.schema.expected import expected_schema
+from dbinit_pipeline.schema.expected import OPTIONAL_TABLES, expected_schema
 from dbinit_pipeline.schema.ledger import LedgerEntry
 from dbinit_pipeline.schema.package import Package
 from dbinit_pipeline.schema.shape import describe_live, diff
@@ -161,7 +161,7 @@ def verify_database(
         migrations_status = "degraded"
     schema = {
         "status": "drift" if drift else "ok",
-        "tables_expected": len(expected.owners),
+        "tables_expected": len(expected.owners) + sum(1 for t in OPTIONAL_TABLES if t in live),
         "tables_found": len(live),
         "compared_with": expected.sources,
         "drift": drift,

@@ -133,11 +133,6 @@ def test_collation_is_validated_and_used_by_create_database(mysql_project: MySQL
     assert raced.value.transient
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stages/create.py calls create_database(conn, name) without database.collation, and "
-    "InitPlan does not carry it: the setting is validated by the provider but not plumbed through",
-)
 def test_database_collation_from_the_configuration_reaches_create_database(
     mysql_project: MySQLProject,
 ) -> None:

@@ -17,6 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
+# Spellings the same type gets from a model's compiler and from a server's catalog.
+_TYPE_SYNONYMS = {"BOOL": "BOOLEAN", "TINYINT(1)": "BOOLEAN", "INT": "INTEGER", "INT4": "INTEGER", "INT8": "BIGINT"}
+_NOW = re.compile(r"^(now\(\)|current_timestamp(\(\d*\))?|localtimestamp(\(\d*\))?)$")
 _CAST = re.compile(r"::[a-z_ ]+(\(\d+(,\s*\d+)?\))?(\[\])?", re.IGNORECASE)
 
 
@@ -34,16 +37,17 @@ def normalize_default(value: str | None) -> str | None:
         if text.startswith("(") and text.endswith(")"):
             text = text[1:-1].strip()
     lowered = text.lower()
-    if lowered in ("current_timestamp", "current_timestamp()", "now()"):
+    if _NOW.match(lowered):
         return "now()"
-    return lowered
+    return {"false": "0", "true": "1"}.get(lowered, lowered)
 
 
 def type_text(type_: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
     try:
-        return str(type_.compile(dialect=dialect)).upper()
+        compiled = str(type_.compile(dialect=dialect)).upper()
     except Exception:
-        return type(type_).__name__.upper()
+        compiled = type(type_).__name__.upper()
+    return _TYPE_SYNONYMS.get(compiled, compiled)
 
 
 @dataclass(frozen=True)

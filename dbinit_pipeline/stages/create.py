@@ -39,10 +39,10 @@ def ensure_database(server: DatabaseServer, plan: InitPlan) -> tuple[str, bool]:
                     code="recreate_refused",
                 )
             provider.drop_database(conn, name)
-            provider.create_database(conn, name)
+            provider.create_database(conn, name, collation=plan.collation)
             return "recreated", True
         try:
-            provider.create_database(conn, name)
+            provider.create_database(conn, name, collation=plan.collation)
         except ProgrammingError as exc:
             # Another run created it between our check and our CREATE.
             if getattr(exc.orig, "sqlstate", None) == "42P04" and plan.if_exists == "reuse":

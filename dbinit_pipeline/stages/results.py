@@ -27,6 +27,7 @@ class InitPlan:
     connection_env: str | None
     package_order: tuple[str, ...]
     run_id: str = ""
+    collation: str | None = None
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
         connection_env=env.connection_string_env,
         package_order=tuple(p.name for p in registry.ordered()),
         run_id=run_id,
+        collation=model.database.collation,
     )
 
 
