@@ -34,6 +34,7 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
         "hosting": plan.hosting,
         "server": database.server.url_display,
         "infrastructure": database.provisioned.infrastructure,
+        "infrastructure_details": database.provisioned.details,
         "database": database.action,
         "approval": (
             {"required": True, "approved_by": approved.approved_by, "approval_id": approved.approval_id}

@@ -765,6 +765,14 @@ def test_job_provisions_on_moto_then_initializes_postgresql(
     assert second["status"] == "success", second
     assert second["result"]["infrastructure"] == "existing"
     assert second["result"]["migrations_applied"] == 0
+    details = second["result"]["infrastructure_details"]
+    assert identifier in json.dumps(details)
+    # The disk of an AWS server is CloudWatch's to tell, never a made-up local pass.
+    disk = second["result"]["health"]["disk"]
+    assert disk["source"] == "cloudwatch"
+    assert disk["status"] in {"healthy", "degraded", "unknown"}
+    if disk["status"] == "unknown":
+        assert disk["reason"]
     assert (instance_ids(rds), cluster_ids(rds)) == infrastructure
     log_text = (project.root / ".dbinit" / "operations.jsonl").read_text()
     secret_values = [master_password(secrets, described), project.server.password or "unset-password"]

@@ -11,7 +11,6 @@ from sqlalchemy import text
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.errors import ConfigurationError, ProvisioningError, UnsupportedError
-from dbinit_pipeline.resources.aws import AWS_HOSTINGS, endpoint_error, ensure_aws_infrastructure
 from dbinit_pipeline.resources.database_server import (
     DatabaseServer,
     ServerRef,
@@ -106,7 +105,10 @@ def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
         ref = server_from_env(config, plan)
         latency = check_answers(ref)
         return ServerFound(ref, "existing", {"latency_ms": round(latency, 1)})
-    if plan.hosting in AWS_HOSTINGS:
+    if plan.hosting in ("aws-rds", "aws-aurora"):
+        # Imported here: boto3 and dagster-aws cost a second at import, and only AWS hostings need them.
+        from dbinit_pipeline.resources.aws import endpoint_error, ensure_aws_infrastructure
+
         infra = ensure_aws_infrastructure(config, plan.environment, dry_run=plan.dry_run)
         details = infra.details()
         if infra.infrastructure == "would_provision":

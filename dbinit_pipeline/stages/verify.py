@@ -1,5 +1,7 @@
 """Stage 7, verify: the live schema matches what the core and packages declare, and it is healthy."""
 
+from typing import Any
+
 from dagster import OpExecutionContext, op
 
 from dbinit_pipeline.configuration import LoadedConfig
@@ -12,6 +14,15 @@ from dbinit_pipeline.resources.run_lock import RunLock
 from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.stages.results import PackagesApplied, Verified
+
+
+def cloud_checks(config: LoadedConfig, environment: str, hosting: str) -> dict[str, dict[str, Any]] | None:
+    """Checks only the cloud can answer: an RDS or Aurora server's disk comes from CloudWatch."""
+    if hosting not in ("aws-rds", "aws-aurora"):
+        return None
+    from dbinit_pipeline.resources.aws import aws_disk_space
+
+    return {"disk": aws_disk_space(config, environment)}
 
 
 def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
@@ -27,6 +38,7 @@ def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
         config.model.health,
         run_id=plan.run_id,
         snapshot=True,
+        extra_checks=cloud_checks(config, plan.environment, plan.hosting),
     )
     if outcome.schema["status"] != "ok" or outcome.status == "unhealthy":
         failing = [
