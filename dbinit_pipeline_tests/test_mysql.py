@@ -11,16 +11,25 @@ import os
 import shutil
 from pathlib import Path
 
+import pymysql
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from dbinit_pipeline.cli import main
-from dbinit_pipeline.errors import ConfigurationError, DatabaseExists, InputError, UnsupportedError, classify
+from dbinit_pipeline.errors import (
+    ConfigurationError,
+    DatabaseExists,
+    InputError,
+    LockTimeout,
+    UnsupportedError,
+    classify,
+)
 from dbinit_pipeline.providers import provider_for
 from dbinit_pipeline.providers.mysql import DEFAULT_COLLATION, MySQLProvider, local_disk
 from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
+from dbinit_pipeline.resources.run_lock import lock_name as run_lock_name
 from dbinit_pipeline.schema.core.models import CORE_TABLES
 from dbinit_pipeline_tests.conftest import write_migration
 from dbinit_pipeline_tests.mysql_support import (
@@ -278,21 +287,51 @@ def test_a_failed_run_drops_the_database_it_created(mysql_project: MySQLProject)
 
 
 # -- locks, permissions, health ----------------------------------------------------------
-def test_lock_times_out_naming_the_session_that_holds_it(mysql_project: MySQLProject) -> None:
+def test_a_concurrent_run_times_out_on_the_run_lock_naming_its_connection(
+    mysql_project: MySQLProject,
+) -> None:
     mysql_project.write_config(safety={"protected_environments": ["production"], "lock_timeout": 1})
     name = mysql_project.database()
-    lock = MySQLProvider().lock_name(name)
+    lock = MySQLProvider().lock_name(run_lock_name(name))
     with mysql_project.server.connect() as holder, holder.cursor() as cur:
         cur.execute("SELECT GET_LOCK(%s, 0), CONNECTION_ID()", (lock,))
         got, holder_id = cur.fetchone()
         assert got == 1
         response = mysql_project.run(database_name=name)
     assert response["status"] == "error"
-    assert (response["stage"], response["code"]) == ("core_schema", "lock_timeout")
+    assert (response["stage"], response["code"]) == ("create", "lock_timeout")
     assert f"server connection {holder_id}" in response["error"]
     assert lock in response["error"]
-    assert response["cleanup"]["database"] == "dropped"
     assert not mysql_project.server.database_exists(name)
+
+
+def test_the_schema_lock_times_out_naming_the_session_that_holds_it(mysql_project: MySQLProject) -> None:
+    provider = MySQLProvider()
+    name = mysql_project.database()
+    server = server_for(mysql_project)
+    with server.connect() as first, provider.session_lock(first, name, 1.0):
+        holder_id = first.execute(text("SELECT CONNECTION_ID()")).scalar()
+        with server.connect() as second, pytest.raises(LockTimeout) as timed_out:
+            second.execute(text("SELECT 1"))
+            with provider.session_lock(second, name, 1.0):
+                pass
+    message = timed_out.value.message
+    assert f"server connection {holder_id}" in message
+    assert provider.lock_name(name) in message and "waited 1 s" in message
+    with server.connect() as third, provider.session_lock(third, name, 1.0):
+        pass  # released on exit by the first holder
+
+
+def test_an_orphaned_schema_lock_is_ended_so_the_run_goes_on(mysql_project: MySQLProject) -> None:
+    mysql_project.write_config(safety={"protected_environments": ["production"], "lock_timeout": 5})
+    name = mysql_project.database()
+    with mysql_project.server.connect() as orphan, orphan.cursor() as cur:
+        cur.execute("SELECT GET_LOCK(%s, 0)", (MySQLProvider().lock_name(name),))
+        assert cur.fetchone()[0] == 1
+        response = mysql_project.run(database_name=name)
+        assert response["status"] == "success", response
+        with pytest.raises(pymysql.err.OperationalError):
+            cur.execute("SELECT 1")  # the run lock's holder ended it
 
 
 def test_an_account_without_privileges_gets_permission_denied_and_no_password_shown(

@@ -188,6 +188,24 @@ class MySQLProvider(Provider):
             conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self.lock_name(database)})
             conn.commit()
 
+    def end_orphaned_locks(self, conn: Connection, database: str) -> list[int]:
+        """End the server connection that still holds `database`'s schema lock for a dead client.
+
+        Call it only while holding the run lock of `database`: then no live initialization can
+        hold the schema lock (only dbinit takes a lock of that name), and its holder is a
+        connection whose client died in the middle of a long statement, which MySQL notices only
+        when the statement ends. KILL CONNECTION frees the lock at once.
+        """
+        lock = self.lock_name(database)
+        holder = conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": lock}).scalar()
+        mine = conn.execute(text("SELECT CONNECTION_ID()")).scalar()
+        if holder is None or holder == mine:
+            return []
+        conn.execute(text(f"KILL CONNECTION {int(holder)}"))
+        if conn.in_transaction():
+            conn.commit()
+        return [int(holder)]
+
     def lock_capacity(self, conn: Connection) -> LockCapacity:
         # InnoDB keeps row locks in the buffer pool and DDL commits at once: no lock table to fill.
         return LockCapacity(slots=None, per_transaction=None)
