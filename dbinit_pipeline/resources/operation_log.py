@@ -2,8 +2,9 @@
 
 The file (`integration.operation_log`) is the record people read and tail; the state store
 keeps a copy beside the approvals and lock holders, so that several machines sharing a
-DBINIT_STATE_URL see one history. The copy is best effort: a state store that does not answer
-is logged, never a reason to fail the run's last stage.
+DBINIT_STATE_URL see one history. Writing is best effort on both sides: a file that cannot be
+written or a state store that does not answer is logged, never a reason to fail a run whose
+database work is done (the other copy still holds the record).
 """
 
 from __future__ import annotations
@@ -48,15 +49,25 @@ class OperationLog(ConfigurableResource):  # type: ignore[type-arg]
     path: str
     config_path: str = ""
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any]) -> list[str]:
+        """Write `record` to the file and the state store; returns what could not be written."""
         clean: dict[str, Any] = redact_data(record)
-        append_record(Path(self.path), clean)
-        if not self.config_path:
-            return
-        from dbinit_pipeline.resources.project import load_cached
-        from dbinit_pipeline.resources.state_store import StateStore
-
+        problems: list[str] = []
         try:
-            StateStore.for_config(load_cached(self.config_path)).append_operation(clean)
-        except DbinitError as exc:
-            logger.warning("operation log copy not written: %s", exc.message)
+            append_record(Path(self.path), clean)
+        except OSError as exc:
+            problems.append(
+                f"operation log {self.path} not written ({exc.strerror or exc}): "
+                "fix integration.operation_log in dbinit.yaml"
+            )
+        if self.config_path:
+            from dbinit_pipeline.resources.project import load_cached
+            from dbinit_pipeline.resources.state_store import StateStore
+
+            try:
+                StateStore.for_config(load_cached(self.config_path)).append_operation(clean)
+            except DbinitError as exc:
+                problems.append(f"operation log copy not written: {exc.message}")
+        for problem in problems:
+            logger.warning("%s", redact(problem))
+        return problems

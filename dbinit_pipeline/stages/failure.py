@@ -111,7 +111,8 @@ def run_stage(
                 cleanup=cleanup,
             )
         )
-        oplog.append(response)
+        for problem in oplog.append(response):
+            context.log.warning(problem)
         context.log.error(f"{stage} failed: {error.message}")
         raise Failure(
             description=error.message,
