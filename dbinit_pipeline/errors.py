@@ -130,10 +130,13 @@ class DatabaseFault(DbinitError):
     code = "database_error"
 
 
+# Lock conflicts the server resolved by giving up on this transaction: a retry usually succeeds.
+_PG_LOCK_CONFLICT = {
+    "40001": "the server could not serialize this transaction with a concurrent one",
+    "40P01": "the server broke a deadlock by rolling this transaction back",
+    "55P03": "a lock this statement needs is held by another session (lock_timeout)",
+}
 _TRANSIENT_SQLSTATES = {
-    "40001": "serialization failure",
-    "40P01": "deadlock detected",
-    "55P03": "lock not available",
     "57P03": "the database system is starting up",
     "08000": "connection exception",
     "08001": "unable to connect",
@@ -209,9 +212,10 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
                 "or connect as an account that has it."
             ],
         )
-    if state in _MYSQL_LOCK_WAIT:
+    lock_conflict = _MYSQL_LOCK_WAIT.get(state or "") or _PG_LOCK_CONFLICT.get(state or "")
+    if lock_conflict:
         return DatabaseFault(
-            f"{_MYSQL_LOCK_WAIT[state].capitalize()}{where}: {text}",
+            f"{lock_conflict.capitalize()}{where}: {text}",
             code="lock_wait",
             transient=True,
             suggestions=["Another session holds locks on the same tables: retrying usually succeeds."],

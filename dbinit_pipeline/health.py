@@ -188,7 +188,9 @@ def verify_database(
     }
     status = worst([c["status"] for c in checks.values()])
     unknown = sorted(name for name, c in checks.items() if c["status"] == "unknown")
-    return VerifyOutcome(schema=schema, health={**checks, "status": status, "unknown": unknown}, status=status)
+    return VerifyOutcome(
+        schema=schema, health={**checks, "status": status, "unknown": unknown}, status=status
+    )
 
 
 def _safe(check: Any, conn: Connection) -> dict[str, Any]:

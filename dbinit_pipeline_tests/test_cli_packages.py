@@ -113,7 +113,7 @@ def test_new_migration_scaffolds_the_next_revision(project: Project) -> None:
 
     registry = PackageRegistry.discover([project.root / "packages"], entry_points=False)
     billing = registry.by_name["billing"]
-    assert [m.revision for m in billing.migrations][0] == "bill1"
+    assert billing.migrations[0].revision == "bill1"
     assert billing.head == billing.migrations[1].revision
     unknown = dbinit(project, "new-migration", "nope", "-m", "x")
     assert unknown.returncode == 1

@@ -36,6 +36,7 @@ class Provider(ABC):
     reserved_databases: frozenset[str]
     max_identifier_length: int
     transactional_ddl: bool
+    example_url: str  # what a connection URL looks like, for error messages
 
     def validate_database_name(self, name: str) -> str:
         """Return `name` if it is a safe database name, else raise an `InputError` saying why."""

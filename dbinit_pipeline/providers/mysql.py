@@ -55,6 +55,7 @@ class MySQLProvider(Provider):
     reserved_databases = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
     max_identifier_length = 64
     transactional_ddl = False
+    example_url = "mysql+pymysql://USER:PASSWORD@HOST:3306/"
 
     # -- connections -----------------------------------------------------------------
     def normalize_url(self, url: URL) -> URL:

@@ -25,6 +25,7 @@ class PostgresProvider(Provider):
     reserved_databases = frozenset({"postgres", "template0", "template1"})
     max_identifier_length = 63
     transactional_ddl = True
+    example_url = "postgresql://USER:PASSWORD@HOST:5432/postgres"
 
     def quote(self, identifier: str) -> str:
         return '"' + identifier.replace('"', '""') + '"'

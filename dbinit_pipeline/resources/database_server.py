@@ -74,7 +74,7 @@ class ServerRef:
                 raise ConfigurationError(
                     f"Environment variable {where} is not set",
                     code="missing_connection_variable",
-                    suggestions=[f"export {where}=postgresql://USER:PASSWORD@HOST:5432/postgres"],
+                    suggestions=[f"export {where}={provider_for(self.provider).example_url}"],
                 )
             url = parse_url(raw, source=where)
         elif kind == "aws-secret":

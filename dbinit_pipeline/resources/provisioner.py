@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.errors import ConfigurationError, ProvisioningError, UnsupportedError
+from dbinit_pipeline.providers import provider_for
 from dbinit_pipeline.resources.database_server import (
     DatabaseServer,
     ServerRef,
@@ -49,7 +50,7 @@ def server_from_env(config: LoadedConfig, plan: InitPlan) -> ServerRef:
         raise ConfigurationError(
             f"Environment variable {var} is not set (environment {plan.environment!r})",
             code="missing_connection_variable",
-            suggestions=[f"export {var}=postgresql://USER:PASSWORD@HOST:5432/postgres"],
+            suggestions=[f"export {var}={provider_for(plan.provider).example_url}"],
         )
     url = parse_url(raw, source=var)
     return ServerRef(
@@ -61,8 +62,6 @@ def server_from_env(config: LoadedConfig, plan: InitPlan) -> ServerRef:
 
 
 def maintenance_database(provider: str) -> str:
-    from dbinit_pipeline.providers import provider_for
-
     return provider_for(provider).maintenance_database
 
 

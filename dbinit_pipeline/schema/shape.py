@@ -18,7 +18,13 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
 # Spellings the same type gets from a model's compiler and from a server's catalog.
-_TYPE_SYNONYMS = {"BOOL": "BOOLEAN", "TINYINT(1)": "BOOLEAN", "INT": "INTEGER", "INT4": "INTEGER", "INT8": "BIGINT"}
+_TYPE_SYNONYMS = {
+    "BOOL": "BOOLEAN",
+    "TINYINT(1)": "BOOLEAN",
+    "INT": "INTEGER",
+    "INT4": "INTEGER",
+    "INT8": "BIGINT",
+}
 _NOW = re.compile(r"^(now\(\)|current_timestamp(\(\d*\))?|localtimestamp(\(\d*\))?)$")
 _CAST = re.compile(r"::[a-z_ ]+(\(\d+(,\s*\d+)?\))?(\[\])?", re.IGNORECASE)
 

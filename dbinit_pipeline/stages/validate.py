@@ -60,7 +60,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
                 f"Environment variable {var} is not set (environment {environment!r} reads its server from it)",
                 code="missing_connection_variable",
                 suggestions=[
-                    f"export {var}=postgresql://USER:PASSWORD@HOST:5432/postgres",
+                    f"export {var}={provider.example_url}",
                     "The URL names the server and the credentials; its database part is only the "
                     "maintenance database.",
                 ],
