@@ -32,7 +32,6 @@ from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.providers import provider_for
 from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
-from dbinit_pipeline.resources.provisioner import embedded_server_for, provision, server_from_env
 from dbinit_pipeline.schema import ledger
 from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.schema.runner import pending_of
@@ -140,6 +139,10 @@ def server_identity(ref: ServerRef) -> str:
 
 def _locate(config: LoadedConfig, plan: InitPlan) -> tuple[str, ServerRef | None, str]:
     """(server identity, a server to read the ledger from or None, why None)."""
+    # Imported here: the provisioner sits above the stages, and the stages' failure path
+    # (through the run lock) imports this module.
+    from dbinit_pipeline.resources.provisioner import embedded_server_for, provision, server_from_env
+
     if plan.hosting == "local":
         ref = server_from_env(config, plan)
         return server_identity(ref), ref, ""

@@ -7,6 +7,7 @@ import signal
 import time
 
 from dbinit_pipeline.resources.run_lock import holds_run_lock
+from dbinit_pipeline.resources.state_store import LockHolder
 from dbinit_pipeline.schema.core.models import CORE_TABLES
 from dbinit_pipeline_tests.conftest import Project
 from dbinit_pipeline_tests.test_safety_support import (
@@ -19,6 +20,10 @@ from dbinit_pipeline_tests.test_safety_support import (
     subprocess_env,
     wait_for_sleep,
 )
+
+
+def _holders(project: Project) -> list[LockHolder]:
+    return store(project).lock_holders()
 
 
 def _revisions(project: Project) -> list[tuple[str, str]]:
@@ -49,23 +54,25 @@ def test_two_concurrent_runs_in_separate_processes_apply_everything_once(project
 def test_a_second_run_waits_for_the_lock_then_fails_naming_the_holder(project: Project) -> None:
     sleepy_package(project)
     name = project.database()
-    holder = spawn_init(project, name, env=subprocess_env(project, **{SLEEP_VAR: "6"}), tag="holder")
+    holder = spawn_init(project, name, env=subprocess_env(project, **{SLEEP_VAR: "60"}), tag="holder")
     try:
-        wait_for_sleep(project.server, name)
+        wait_for_sleep(project.server, name, holder, project.root / "holder.err")
+        [recorded] = _holders(project)
         project.write_config(safety={"lock_timeout": 1})
         started = time.monotonic()
         refused = project.run(database_name=name)
         waited = time.monotonic() - started
     finally:
-        held = finished(project, holder, "holder")
-    assert held["status"] == "success", held
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert recorded.pid == holder.pid
     assert refused["status"] == "error"
     assert refused["stage"] == "create"
     assert refused["code"] == "lock_timeout"
     assert waited >= 1, "it waited for safety.lock_timeout"
-    assert f"run {held['result']['run_id']}" in refused["error"]
+    assert f"run {recorded.run_id}" in refused["error"]
     assert f"pid {holder.pid}" in refused["error"]
-    assert refused["details"]["holder"]["run_id"] == held["result"]["run_id"]
+    assert refused["details"]["holder"]["run_id"] == recorded.run_id
     assert refused["cleanup"]["database"] == "untouched"
     assert project.server.database_exists(name), "the refused run never drops the holder's database"
 
@@ -77,7 +84,7 @@ def test_a_run_killed_in_the_package_stage_leaves_nothing_half_applied_and_the_r
     name = project.database()
     victim = spawn_init(project, name, env=subprocess_env(project, **{SLEEP_VAR: "120"}), tag="victim")
     try:
-        wait_for_sleep(project.server, name)
+        wait_for_sleep(project.server, name, victim, project.root / "victim.err")
     finally:
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
@@ -109,11 +116,7 @@ def test_a_failed_run_releases_its_lock_and_its_holder_record(project: Project) 
     assert failed["stage"] == "package_schemas"
     assert failed["cleanup"]["lock"] == "released"
     assert not holds_run_lock(failed["run_id"])
-    state = store(project)
-    with state._begin("test") as conn:  # the holder table is empty again
-        from dbinit_pipeline.resources.state_store import lock_holders
-
-        assert conn.execute(lock_holders.select()).all() == []
+    assert _holders(project) == [], "the holder record is gone with the lock"
     (project.root / "packages" / "broken" / "migrations" / "0001_brk0001.py").unlink()
     project.write_config(safety={"lock_timeout": 1})
     again = project.run(database_name=name)

@@ -111,10 +111,14 @@ def sleepy_package(project: Project, name: str = "slow") -> list[str]:
     return [first, second]
 
 
-def wait_for_sleep(server: PgServer, database: str, timeout: float = 90) -> int:
+def wait_for_sleep(
+    server: PgServer, database: str, process: subprocess.Popen[bytes], err: Path, timeout: float = 90
+) -> int:
     """Wait until a backend sleeps in `database` (the package stage is under way); its pid."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before its package stage: {err.read_text()[-3000:]}")
         with server.connect() as conn:
             row = conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE %s AND state = 'active'",

@@ -89,7 +89,9 @@ def command_for(config: LoadedConfig, plan: InitPlan, verb: str, *, by: str = "N
     if plan.if_exists != env.if_exists:
         parts += ["--if-exists", plan.if_exists]
     parts += ["--by", by]
-    return " ".join(shlex.quote(p) if i or not p.startswith("DBINIT_CONFIG=") else p for i, p in enumerate(parts))
+    return " ".join(
+        shlex.quote(p) if i or not p.startswith("DBINIT_CONFIG=") else p for i, p in enumerate(parts)
+    )
 
 
 def _needs_approval(config: LoadedConfig, plan: InitPlan) -> None:

@@ -399,21 +399,28 @@ class StateStore:
             )
 
     def lock_holder(self, lock_id: str) -> LockHolder | None:
+        found = self.lock_holders(lock_id)
+        return found[0] if found else None
+
+    def lock_holders(self, lock_id: str | None = None) -> list[LockHolder]:
+        """The recorded holder of one lock, or of every lock held now."""
         t = lock_holders
-        with self._begin("reading the lock holder") as conn:
-            r = conn.execute(sa.select(t).where(t.c.lock_id == lock_id)).first()
-        if r is None:
-            return None
-        return LockHolder(
-            lock_id=r.lock_id,
-            run_id=r.run_id,
-            environment=r.environment,
-            database_name=r.database_name,
-            server=r.server,
-            host=r.host,
-            pid=r.pid,
-            started_at=_when(r.started_at),
-        )
+        query = sa.select(t) if lock_id is None else sa.select(t).where(t.c.lock_id == lock_id)
+        with self._begin("reading lock holders") as conn:
+            rows = conn.execute(query.order_by(t.c.started_at)).all()
+        return [
+            LockHolder(
+                lock_id=r.lock_id,
+                run_id=r.run_id,
+                environment=r.environment,
+                database_name=r.database_name,
+                server=r.server,
+                host=r.host,
+                pid=r.pid,
+                started_at=_when(r.started_at),
+            )
+            for r in rows
+        ]
 
     def clear_lock_holder(self, lock_id: str, run_id: str) -> None:
         """Forget the holder, if it is still `run_id` (a later holder's record stays)."""
