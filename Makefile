@@ -28,8 +28,12 @@ demo: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/python -m dbinit_pipeline.instance
 
+# Debian's Chromium for the UI test: Playwright drives it through executable_path.
+/usr/bin/chromium:
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
 ## make test: install the test extra and run the whole suite
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) /usr/bin/chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(TEST_STAMP)
