@@ -200,8 +200,10 @@ class _Children:
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        # Code servers and run workers share their parent's group: wait for the group to empty.
-        while time.monotonic() < deadline and any(_group_alive(p) for p in self.procs.values()):
+        # Code servers and run workers share their parent's group; a code server may wait up to
+        # a minute for open calls after SIGTERM, which nobody needs once its parent is gone.
+        settle = time.monotonic() + 5
+        while time.monotonic() < settle and any(_group_alive(p) for p in self.procs.values()):
             time.sleep(0.2)
         for proc in self.procs.values():
             _signal_group(proc, signal.SIGKILL)
