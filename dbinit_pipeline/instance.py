@@ -250,14 +250,15 @@ def serve(root: Path, *, host: str = "127.0.0.1", port: int | None = None) -> in
     database: InstanceDatabase | None = None
     if settings is not None:
         url_env = settings.get("url_env", URL_ENV)
-        _say("preparing the instance database (first start: initializing the embedded PostgreSQL)")
+        _say("preparing the instance database")
         database = prepare_instance_database(
             url_env=url_env,
             embedded_dir=str(root / settings.get("embedded_dir", EMBEDDED_DIR)),
             database=settings.get("database", DATABASE),
         )
         env[url_env] = database.url  # children use it as is instead of resolving it again
-        _say(f"instance: {home} on {database.display}")
+        how = " (embedded PostgreSQL, started now)" if database.started else ""
+        _say(f"instance: {home} on {database.display}{how}")
     environments = _embedded_environment_servers(root)
     running_before = {name for name, server in environments.items() if server.running_port() is not None}
 
