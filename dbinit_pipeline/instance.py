@@ -9,7 +9,8 @@ the run-failure sensor of `make ui` sees the runs of `dagster job execute` too.
 
 `python -m dbinit_pipeline.instance` (what `make ui` runs) starts dagster-webserver on
 127.0.0.1:3000 ($DAGSTER_WEBSERVER_PORT) and dagster-daemon against that instance; Ctrl-C stops
-both, then the embedded servers this session started.
+both, then the embedded servers this session started. `--stop` stops an embedded instance
+server that a `dagster job execute` left running.
 """
 
 from __future__ import annotations
@@ -314,8 +315,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: $DAGSTER_WEBSERVER_PORT or 3000")
     parser.add_argument("--root", default=".", help="the project folder (dagster.yaml, workspace.yaml)")
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="only stop the embedded instance server (e.g. one a `dagster job execute` started)",
+    )
     args = parser.parse_args(argv)
-    return serve(Path(args.root), host=args.host, port=args.port)
+    root = Path(args.root).resolve()
+    if args.stop:
+        settings = storage_settings(root / "dagster.yaml") or {}
+        server = EmbeddedPostgres(root / settings.get("embedded_dir", EMBEDDED_DIR))
+        running = server.running_port() is not None
+        server.stop()
+        _say(
+            "stopped the instance's embedded PostgreSQL"
+            if running
+            else "the instance's embedded PostgreSQL is not running"
+        )
+        return 0
+    return serve(root, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.instance import EMBEDDED_DIR, ProjectPostgresStorage, dagster_postgres_url
+from dbinit_pipeline.instance import main as instance_main
 from dbinit_pipeline.resources.embedded_server import EmbeddedPostgres
 from dbinit_pipeline_tests.conftest import PgServer, unique_name
 from dbinit_pipeline_tests.test_operations.conftest import (
@@ -130,3 +131,7 @@ def test_dagster_job_execute_with_nothing_set_exits_0_on_success_and_1_on_failur
     assert rows == {run_ids["initialize_dev"]: "SUCCESS", run_ids["initialize_broken"]: "FAILURE"}
     for result in (ok, failed):
         assert password not in result.stdout + result.stderr
+
+    # The CLI leaves the instance server running for the next command; --stop ends it.
+    assert instance_main(["--root", str(root), "--stop"]) == 0
+    assert server.running_port() is None
