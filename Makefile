@@ -21,7 +21,7 @@ $(TEST_STAMP): $(STAMP)
 
 ## make demo: initialize the dev environment on the embedded PostgreSQL and print the response
 demo: $(STAMP)
-	$(BIN)/dbinit init dev
+	@$(BIN)/dbinit init dev
 
 ## make ui: dagster-webserver on 127.0.0.1:3000 (or DAGSTER_WEBSERVER_PORT) and dagster-daemon, instance on
 ## the embedded PostgreSQL (or DAGSTER_PG_URL); Ctrl-C stops both and the embedded server
