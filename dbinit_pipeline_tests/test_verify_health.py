@@ -163,3 +163,47 @@ def test_disk_space_unknown_with_a_reason_for_a_remote_server() -> None:
     assert "db.example.invalid" in report["reason"]
     unreadable = disk_report("127.0.0.1", None)
     assert unreadable["status"] == "unknown" and "pg_read_all_settings" in unreadable["reason"]
+
+
+MODELS = """
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+crm_contacts = sa.Table(
+    "crm_contacts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String({length}), nullable=False, unique=True),
+    sa.Column("owner_id", sa.String(64), sa.ForeignKey("users.id"), nullable=True, index=True),
+)
+"""
+CRM_MIGRATION = (
+    'op.create_table("crm_contacts", sa.Column("id", sa.Integer, primary_key=True), '
+    'sa.Column("email", sa.String(200), nullable=False, unique=True), '
+    'sa.Column("owner_id", sa.String(64), sa.ForeignKey("users.id"), nullable=True, index=True))'
+)
+
+
+def test_package_models_are_the_expected_shape(project: Project) -> None:
+    folder = project.write_package("crm", migrations=[("crm1", None, CRM_MIGRATION)])
+    (folder / "package.yaml").write_text("name: crm\nversion: 1.0.0\nmodels: models.py:metadata\n")
+    (folder / "models.py").write_text(MODELS.format(length=200))
+    name = project.database()
+    response = project.run(database_name=name)
+    assert response["status"] == "success", response
+    assert response["result"]["schema"]["compared_with"]["crm"] == "models"
+    with project.server.connect(name) as conn:
+        conn.execute("ALTER TABLE crm_contacts DROP CONSTRAINT crm_contacts_email_key")
+    code, report = health(project, name)
+    assert code == 1
+    assert "unique constraint crm_contacts(email): missing" in report["result"]["schema"]["drift"]
+
+
+def test_models_that_disagree_with_the_migrations_fail_verify(project: Project) -> None:
+    folder = project.write_package("crm", migrations=[("crm1", None, CRM_MIGRATION)])
+    (folder / "package.yaml").write_text("name: crm\nversion: 1.0.0\nmodels: models.py:metadata\n")
+    (folder / "models.py").write_text(MODELS.format(length=100))
+    response = project.run(database_name=project.database())
+    assert response["status"] == "error"
+    assert response["stage"] == "verify"
+    assert "column crm_contacts.email: type is VARCHAR(200), expected VARCHAR(100)" in response["error"]

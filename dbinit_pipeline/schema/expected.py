@@ -86,7 +86,9 @@ def expected_schema(
             for table in metadata.tables.values():
                 expected.owners[table.name] = pkg.name
                 expected.shapes[table.name] = describe_model(table, dialect)
-                expected.foreign_keys.update((table.name, fk.column.table.name) for fk in table.foreign_keys)
+                expected.foreign_keys.update(
+                    (table.name, fk.target_fullname.rsplit(".", 2)[-2]) for fk in table.foreign_keys
+                )
             expected.sources[pkg.name] = "models"
             continue
         for table_name in pkg.tables:

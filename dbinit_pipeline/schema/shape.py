@@ -189,9 +189,11 @@ def describe_model(table: sa.Table, dialect: Dialect) -> TableShape:
         foreign_keys=frozenset(
             (
                 tuple(c.name for c in fk.columns),
-                fk.referred_table.name,
-                tuple(e.column.name for e in fk.elements),
+                fk.elements[0].target_fullname.rsplit(".", 2)[-2],
+                tuple(e.target_fullname.rsplit(".", 1)[-1] for e in fk.elements),
             )
+            # By name, not by object: a package's models may point into the core's tables,
+            # which live in another MetaData.
             for fk in table.foreign_key_constraints
         ),
         unique=frozenset(uniques),
