@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.schema.registry import PackageRegistry
 
 _cache: dict[tuple[str, str], PackageRegistry] = {}
 _lock = threading.Lock()
+
+
+def facts_cache_path(config: LoadedConfig) -> Path:
+    """Where the facts of the project's package files are kept between runs (see `FactsCache`)."""
+    return config.state_dir / "cache" / "package-facts.json"
 
 
 def registry_for(config: LoadedConfig, run_id: str = "") -> PackageRegistry:
@@ -21,6 +27,7 @@ def registry_for(config: LoadedConfig, run_id: str = "") -> PackageRegistry:
     registry = PackageRegistry.discover(
         [config.resolve(p) for p in config.model.packages.paths],
         entry_points=config.model.packages.entry_points,
+        facts_cache=facts_cache_path(config),
     )
     if run_id:
         with _lock:

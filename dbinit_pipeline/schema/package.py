@@ -3,15 +3,25 @@
 Reading a package never imports its scripts: revision ids come from the scripts' header
 assignments, and the tables each script creates (and the tables its foreign keys point to)
 from its syntax tree, so validation and the no-op path stay cheap and touch nothing.
+
+Every file is read and hashed on every run (the sha256 is what the ledger compares), but what
+is derived from a file's content (its revision ids, tables and foreign keys, a manifest's
+fields) is a function of that content alone, so a `FactsCache` keeps it keyed by the sha256:
+with 2,000 scripts the syntax-tree walk costs seconds, the lookup a millisecond.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
+import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -23,6 +33,11 @@ _REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MUL
 _DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
 _SQL_CREATE = re.compile(r"create\s+table\s+(?:if\s+not\s+exists\s+)?[\"`]?(\w+)", re.IGNORECASE)
 _SQL_REFERENCES = re.compile(r"references\s+[\"`]?(\w+)", re.IGNORECASE)
+# A script that reaches for the DBAPI connection itself runs outside SQLAlchemy's events, so the
+# runner must not have any of its own statements still in flight while that script runs.
+_DBAPI_ACCESS = re.compile(r"\b(cursor|driver_connection|dbapi_connection)\b")
+# libyaml when PyYAML was built with it: ten times faster on 500 manifests.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Manifest(BaseModel):
@@ -61,6 +76,7 @@ class Migration:
     creates_tables: tuple[str, ...] = ()
     foreign_keys: tuple[tuple[str, str], ...] = ()
     drops_tables: tuple[str, ...] = ()
+    uses_dbapi: bool = False
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -189,10 +205,8 @@ def table_facts(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ..
     return tuple(dict.fromkeys(creates)), tuple(dict.fromkeys(fks)), tuple(dict.fromkeys(drops))
 
 
-def read_migration(package: str, path: Path) -> Migration:
-    """Read one revision script without importing it."""
-    data = path.read_bytes()
-    source = data.decode("utf-8", errors="replace")
+def _script_facts(package: str, path: Path, source: str) -> dict[str, Any]:
+    """What a script declares, from its text alone (a `PackageError` when it is no revision script)."""
     revision = _REVISION.search(source)
     down = _DOWN.search(source)
     if revision is None or down is None:
@@ -202,16 +216,115 @@ def read_migration(package: str, path: Path) -> Migration:
             suggestions=[f"Scaffold revisions with `dbinit new-migration {package} -m MESSAGE`."],
         )
     creates, fks, drops = table_facts(source)
+    return {
+        "revision": revision.group(1),
+        "down": list(_parse_down(down.group(1), path)),
+        "creates": list(creates),
+        "fks": [list(fk) for fk in fks],
+        "drops": list(drops),
+        "dbapi": bool(_DBAPI_ACCESS.search(source)),
+    }
+
+
+def read_migration(package: str, path: Path, cache: FactsCache | None = None) -> Migration:
+    """Read one revision script without importing it; its facts come from `cache` when it has
+    them for this exact content."""
+    data = path.read_bytes()
+    checksum = hashlib.sha256(data).hexdigest()
+    facts = cache.script(checksum) if cache is not None else None
+    if facts is None:
+        facts = _script_facts(package, path, data.decode("utf-8", errors="replace"))
+        if cache is not None:
+            cache.put_script(checksum, facts)
     return Migration(
         package=package,
-        revision=revision.group(1),
-        down_revisions=_parse_down(down.group(1), path),
+        revision=facts["revision"],
+        down_revisions=tuple(facts["down"]),
         path=path,
-        checksum=hashlib.sha256(data).hexdigest(),
-        creates_tables=creates,
-        foreign_keys=fks,
-        drops_tables=drops,
+        checksum=checksum,
+        creates_tables=tuple(facts["creates"]),
+        foreign_keys=tuple((fk[0], fk[1]) for fk in facts["fks"]),
+        drops_tables=tuple(facts["drops"]),
+        uses_dbapi=bool(facts["dbapi"]),
     )
+
+
+class FactsCache:
+    """Facts of scripts and manifests keyed by the sha256 of their content, kept in one JSON file.
+
+    Entries are only ever added for content that parsed cleanly, so a broken file is read (and
+    reported) again every time. The file also records a digest of this module: any change to
+    how facts are derived drops the whole cache. A missing, unreadable or foreign file is an
+    empty cache; a cache that cannot be written is simply not kept.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._scripts: dict[str, dict[str, Any]] = {}
+        self._manifests: dict[str, dict[str, Any]] = {}
+        self._used: set[str] = set()
+        self._dirty = False
+        if path is None:
+            return
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            data = json.loads(path.read_bytes())
+            if data.get("derivation") == _derivation():
+                self._scripts = dict(data["scripts"])
+                self._manifests = dict(data["manifests"])
+
+    def script(self, digest: str) -> dict[str, Any] | None:
+        found = self._scripts.get(digest)
+        if found is not None:
+            self._used.add(digest)
+        return found
+
+    def put_script(self, digest: str, facts: dict[str, Any]) -> None:
+        self._scripts[digest] = facts
+        self._used.add(digest)
+        self._dirty = True
+
+    def manifest(self, digest: str) -> dict[str, Any] | None:
+        found = self._manifests.get(digest)
+        if found is not None:
+            self._used.add(digest)
+        return found
+
+    def put_manifest(self, digest: str, raw: dict[str, Any]) -> None:
+        self._manifests[digest] = raw
+        self._used.add(digest)
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write the entries used since loading (entries of files gone or changed are dropped)."""
+        unused = (len(self._scripts) + len(self._manifests)) - len(self._used)
+        if self.path is None or not (self._dirty or unused > 0):
+            return
+        payload = {
+            "derivation": _derivation(),
+            "scripts": {k: v for k, v in self._scripts.items() if k in self._used},
+            "manifests": {k: v for k, v in self._manifests.items() if k in self._used},
+        }
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".facts-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(payload, handle, separators=(",", ":"))
+                os.replace(tmp, self.path)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        self._dirty = False
+
+
+_DERIVATION: list[str] = []
+
+
+def _derivation() -> str:
+    """A digest of this module's source: the facts are only as good as the code that derived them."""
+    if not _DERIVATION:
+        _DERIVATION.append(hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
+    return _DERIVATION[0]
 
 
 def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, ...]:
@@ -274,16 +387,37 @@ def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, .
     return tuple(ordered)
 
 
-def read_package(folder: Path) -> Package:
-    """Read `folder/package.yaml` and `folder/migrations/*.py`."""
-    manifest_path = folder / "package.yaml"
+def _load_manifest(manifest_path: Path, cache: FactsCache | None) -> Any:
     try:
-        raw = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        data = manifest_path.read_bytes()
+    except OSError as exc:
         raise PackageError(
             f"{manifest_path}: cannot be read as YAML ({exc})",
             suggestions=[f"Fix {manifest_path}."],
         ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    cached = cache.manifest(digest) if cache is not None else None
+    if cached is not None:
+        return cached
+    try:
+        raw = yaml.load(data.decode("utf-8"), Loader=_YAML_LOADER)
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PackageError(
+            f"{manifest_path}: cannot be read as YAML ({exc})",
+            suggestions=[f"Fix {manifest_path}."],
+        ) from None
+    if cache is not None and isinstance(raw, dict):
+        with contextlib.suppress(ValidationError, TypeError, ValueError):
+            Manifest.model_validate(raw)
+            json.dumps(raw)
+            cache.put_manifest(digest, raw)
+    return raw
+
+
+def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
+    """Read `folder/package.yaml` and `folder/migrations/*.py` (facts from `cache` where it has them)."""
+    manifest_path = folder / "package.yaml"
+    raw = _load_manifest(manifest_path, cache)
     try:
         manifest = Manifest.model_validate(raw if isinstance(raw, dict) else {})
     except ValidationError as exc:
@@ -298,7 +432,7 @@ def read_package(folder: Path) -> Package:
         ) from None
     migrations_dir = folder / "migrations"
     scripts = sorted(p for p in migrations_dir.glob("*.py") if not p.name.startswith("_"))
-    migrations = [read_migration(manifest.name, p) for p in scripts]
+    migrations = [read_migration(manifest.name, p, cache) for p in scripts]
     return Package(
         name=manifest.name,
         version=manifest.version,

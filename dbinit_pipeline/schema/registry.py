@@ -13,7 +13,7 @@ from types import ModuleType
 
 from dbinit_pipeline.errors import PackageError
 from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.package import Package, read_package
+from dbinit_pipeline.schema.package import FactsCache, Package, read_package
 
 ENTRY_POINT_GROUP = "dbinit_pipeline.packages"
 CORE = "core"
@@ -93,8 +93,13 @@ class PackageRegistry:
 
     # -- discovery ---------------------------------------------------------------------
     @classmethod
-    def discover(cls, paths: Sequence[Path], *, entry_points: bool = True) -> PackageRegistry:
-        """Core, every package under `paths`, and those installed through entry points."""
+    def discover(
+        cls, paths: Sequence[Path], *, entry_points: bool = True, facts_cache: Path | None = None
+    ) -> PackageRegistry:
+        """Core, every package under `paths`, and those installed through entry points.
+
+        With `facts_cache`, what each file declares is kept there keyed by its sha256 (every
+        file is still read and hashed: the checksums are always those of the files on disk)."""
         sources: list[tuple[str, Path]] = [("core", CORE_PACKAGE_DIR)]
         for root in paths:
             if not root.is_dir():
@@ -108,11 +113,14 @@ class PackageRegistry:
                 sources.extend((origin, folder) for folder in _package_folders(root))
         problems: list[str] = []
         packages: list[Package] = []
+        cache = FactsCache(facts_cache) if facts_cache is not None else None
         for _origin, folder in sources:
             try:
-                packages.append(read_package(folder))
+                packages.append(read_package(folder, cache))
             except PackageError as exc:
                 problems.append(exc.message)
+        if cache is not None:
+            cache.save()
         if problems:
             raise PackageError(
                 "Invalid package schemas: " + "; ".join(problems),
