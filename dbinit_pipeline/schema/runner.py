@@ -9,14 +9,18 @@ and the files' checksums say nothing is pending, no script is loaded at all.
 
 from __future__ import annotations
 
+import enum
 import importlib.util
 import io
+import queue
 import re
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +28,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.ddl import ExecutableDDLElement
 
 from dbinit_pipeline.errors import ChecksumMismatch, DbinitError, MigrationError, classify
 from dbinit_pipeline.redaction import redact
@@ -101,10 +106,13 @@ def _load_script(migration: Migration) -> ModuleType:
 
 def check_history(packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]) -> None:
     """Raise before anything runs if an applied file changed, vanished, or history has a gap."""
+    by_package: dict[str, list[tuple[str, LedgerEntry]]] = {}
+    for (name, revision), entry in applied.items():
+        by_package.setdefault(name, []).append((revision, entry))
     for pkg in packages:
         on_disk = {m.revision: m for m in pkg.migrations}
-        for (name, revision), entry in applied.items():
-            if name == pkg.name and revision not in on_disk:
+        for revision, entry in by_package.get(pkg.name, ()):
+            if revision not in on_disk:
                 raise ChecksumMismatch(
                     f"Package {pkg.name!r}: revision {revision!r} ({entry.filename}) was applied "
                     f"but is no longer in {pkg.path / 'migrations'}",
@@ -186,6 +194,275 @@ def pending_of(packages: Sequence[Package], applied: dict[tuple[str, str], Ledge
     return [m for pkg in packages for m in pkg.migrations if m.key not in applied]
 
 
+def _by_package(pending: Sequence[Migration]) -> dict[str, list[Migration]]:
+    grouped: dict[str, list[Migration]] = {}
+    for m in pending:
+        grouped.setdefault(m.package, []).append(m)
+    return grouped
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    migration: Migration
+    statement: str
+
+
+class _WriteBehind:
+    """Pipeline the DDL of a batch to the server, so that it never waits for Python in between.
+
+    Applying a migration is Python (import the script, build SQLAlchemy tables, compile DDL)
+    and then the server executing the statements; one after the other, the two add up. Here
+    Alembic's DDL is compiled on the main thread and handed to a sender thread, which sends it
+    in order, in libpq pipeline mode, on the batch's own connection and inside its one
+    transaction, while the main thread goes on with the next migration: the server always has
+    the next statement waiting. Same statements, same order, same transaction, same lock.
+
+    - Only DDL constructs without parameters are deferred. Before anything else SQLAlchemy
+      executes on the connection (a query of a data migration, an ENUM's CREATE TYPE, the
+      ledger), every deferred statement has run and the pipeline is closed, so the server sees
+      exactly the order of a synchronous run. A script that touches the DBAPI connection itself
+      (`Migration.uses_dbapi`) runs only after all before it has run, with nothing deferred.
+    - A server error stops the sender (the transaction is aborted anyway) and is raised,
+      attributed to the migration and the statement that failed, at the next deferral, before
+      the next synchronous statement, or at `drain()`, whichever comes first. It is sticky: a
+      script that swallows it cannot hide it from `drain()`.
+    - A ledger entry's duration is its script's Python time plus its statements' time on the
+      server as the client sees it (from when a statement could start to when its result came).
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        dbapi: Any,
+        impl: Any,
+        failure: Callable[[Migration, BaseException], DbinitError],
+    ) -> None:
+        self.dialect = conn.dialect
+        self.dbapi = dbapi
+        self.failure = failure
+        self.queue: queue.Queue[_Deferred | _Marker] = queue.Queue()
+        self.error: DbinitError | None = None
+        self.current: Migration | None = None
+        self.server_s: dict[tuple[str, str], float] = {}
+        self._original_exec = impl._exec
+        self._drained = threading.Event()
+        self._abandon = False
+        self._thread = threading.Thread(target=self._send, name="dbinit-ddl-sender", daemon=True)
+        # Sender state: the open pipeline, and statements sent whose result has not come yet.
+        self._pipeline: ExitStack | None = None
+        self._inflight: deque[tuple[_Deferred, Any, float]] = deque()
+        self._last_result = 0.0
+
+    @classmethod
+    @contextmanager
+    def over(
+        cls,
+        conn: Connection,
+        ctx: MigrationContext,
+        failure: Callable[[Migration, BaseException], DbinitError],
+    ) -> Iterator[_WriteBehind | None]:
+        """A write-behind for `ctx` on `conn` where it is safe, else None (everything synchronous)."""
+        dbapi = conn.connection.driver_connection
+        dispatch = conn.dispatch
+        listened = any(
+            bool(listeners)
+            for listeners in (
+                dispatch.before_execute,
+                dispatch.after_execute,
+                dispatch.before_cursor_execute,
+                dispatch.after_cursor_execute,
+            )
+        )
+        if (
+            dbapi is None
+            or conn.dialect.name != "postgresql"
+            or conn.dialect.driver != "psycopg"
+            or not _pipeline_supported()
+            or listened  # someone watches each statement: keep them all on SQLAlchemy's path
+            or conn.get_execution_options().get("schema_translate_map")
+            or ctx.impl.as_sql
+        ):
+            yield None
+            return
+        behind = cls(conn, dbapi, ctx.impl, failure)
+        behind._thread.start()
+        ctx.impl._exec = behind._exec  # type: ignore[method-assign]
+        event.listen(conn, "before_cursor_execute", behind._before_synchronous)
+        try:
+            yield behind
+        except BaseException:
+            behind._abandon = True
+            raise
+        finally:
+            event.remove(conn, "before_cursor_execute", behind._before_synchronous)
+            del ctx.impl._exec  # back to the class's own method
+            behind.queue.put(_Marker.STOP)
+            behind._thread.join()
+
+    # -- main thread -----------------------------------------------------------------------
+    def start(self, m: Migration) -> None:
+        self._raise_pending()
+        if m.uses_dbapi:
+            self.drain()
+        self.current = m
+
+    def finish(self, m: Migration) -> None:
+        self.current = None
+        if m.uses_dbapi:
+            self.drain()
+
+    def drain(self) -> None:
+        """Wait until every deferred statement has run and the pipeline is closed; raise the
+        first failure."""
+        self._drained.clear()
+        self.queue.put(_Marker.DRAIN)
+        while not self._drained.wait(1.0):
+            if not self._thread.is_alive():
+                raise MigrationError("The DDL sender thread stopped before sending every statement")
+        self._raise_pending()
+
+    def with_server_time(self, entry: LedgerEntry) -> LedgerEntry:
+        extra = self.server_s.get((entry.package, entry.revision), 0.0)
+        return replace(entry, duration_ms=entry.duration_ms + int(extra * 1000))
+
+    def _raise_pending(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _exec(
+        self,
+        construct: Any,
+        execution_options: Any = None,
+        multiparams: Any = None,
+        params: Any = None,
+    ) -> Any:
+        self._raise_pending()
+        m = self.current
+        if (
+            m is not None
+            and not m.uses_dbapi
+            and isinstance(construct, ExecutableDDLElement)
+            and not execution_options
+            and not multiparams
+            and not params
+        ):
+            self.queue.put(_Deferred(m, str(construct.compile(dialect=self.dialect))))
+            return None
+        if params is None:
+            return self._original_exec(construct, execution_options, multiparams)
+        return self._original_exec(construct, execution_options, multiparams, params)
+
+    def _before_synchronous(self, *_: Any) -> None:
+        self.drain()
+
+    # -- sender thread ---------------------------------------------------------------------
+    def _send(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if not isinstance(item, _Deferred):
+                    self._close_pipeline()
+                elif not (self._abandon or self.error is not None):
+                    self._send_one(item)
+            except BaseException as exc:  # never leave the main thread waiting on a dead sender
+                if self.error is None:
+                    self.error = MigrationError(f"Sending deferred DDL failed: {type(exc).__name__}: {exc}")
+            finally:
+                if not isinstance(item, _Deferred):
+                    self._drained.set()
+            if item is _Marker.STOP:
+                return
+
+    def _send_one(self, item: _Deferred) -> None:
+        try:
+            if self._pipeline is None:
+                self._pipeline = ExitStack()
+                self._pipeline.enter_context(self.dbapi.pipeline())
+                self._last_result = time.perf_counter()
+            cursor = self.dbapi.cursor()
+            self._inflight.append((item, cursor, time.perf_counter()))
+            # The parameters SQLAlchemy itself passes for DDL (so `%%` reads as `%`); the call
+            # sends the statement and collects whatever results have come back meanwhile.
+            cursor.execute(item.statement, {})
+            self._collect()
+        except Exception as exc:
+            self._failed(exc)
+
+    def _close_pipeline(self) -> None:
+        """Sync: wait for every result, leave pipeline mode."""
+        if self._pipeline is None:
+            return
+        pipeline, self._pipeline = self._pipeline, None
+        try:
+            pipeline.close()
+            self._collect()
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            for _, cursor, _ in self._inflight:
+                with suppress(Exception):
+                    cursor.close()
+            self._inflight.clear()
+
+    def _collect(self) -> None:
+        """Note the statements whose result has come back (results come in order)."""
+        while self._inflight and self._inflight[0][1].pgresult is not None:
+            item, cursor, sent = self._inflight.popleft()
+            now = time.perf_counter()
+            key = item.migration.key
+            self.server_s[key] = self.server_s.get(key, 0.0) + now - max(sent, self._last_result)
+            self._last_result = now
+            with suppress(Exception):
+                cursor.close()
+
+    def _failed(self, exc: Exception) -> None:
+        """The first statement without a good result is the one the server refused."""
+        if self.error is not None:
+            return
+        failed = next(
+            (item for item, cursor, _ in self._inflight if not _succeeded(cursor)),
+            self._inflight[-1][0] if self._inflight else None,
+        )
+        if failed is None:
+            self.error = MigrationError(f"Sending deferred DDL failed: {type(exc).__name__}: {exc}")
+        else:
+            self.error = self.failure(failed.migration, self._wrap(exc, failed.statement))
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            with suppress(Exception):
+                pipeline.close()
+        for _, cursor, _ in self._inflight:
+            with suppress(Exception):
+                cursor.close()
+        self._inflight.clear()
+
+    def _wrap(self, exc: Exception, statement: str) -> BaseException:
+        """The exception SQLAlchemy would have raised for this statement."""
+        dbapi = self.dialect.loaded_dbapi
+        if not isinstance(exc, dbapi.Error):
+            return exc
+        return DBAPIError.instance(statement, {}, exc, dbapi.Error, dialect=self.dialect, ismulti=False)
+
+
+class _Marker(enum.Enum):
+    DRAIN = "drain"
+    STOP = "stop"
+
+
+def _succeeded(cursor: Any) -> bool:
+    result = cursor.pgresult
+    return result is not None and result.status in (1, 2)  # COMMAND_OK, TUPLES_OK
+
+
+def _pipeline_supported() -> bool:
+    try:
+        import psycopg
+
+        return bool(psycopg.Pipeline.is_supported())
+    except Exception:
+        return False
+
+
 class MigrationRunner:
     """Applies packages to one database of one server."""
 
@@ -236,10 +513,11 @@ class MigrationRunner:
                 applied = self.applied(conn)
         check_history(packages, applied)
         pending = pending_of(packages, applied)
+        grouped = _by_package(pending)
         sql: dict[str, str] = {}
         outcomes: list[PackageOutcome] = []
         for pkg in packages:
-            mine = [m for m in pending if m.package == pkg.name]
+            mine = grouped.get(pkg.name, [])
             if not mine:
                 continue
             buffer = io.StringIO()
@@ -329,18 +607,22 @@ class MigrationRunner:
             entries: list[LedgerEntry] = []
             outcomes: list[PackageOutcome] = []
             ctx = MigrationContext.configure(connection=conn)
+            grouped = _by_package(pending)
             done = 0
-            with Operations.context(ctx):
+            with Operations.context(ctx), _WriteBehind.over(conn, ctx, self._migration_failure) as behind:
                 for pkg in packages:
-                    mine = [m for m in pending if m.package == pkg.name]
+                    mine = grouped.get(pkg.name, [])
                     if not mine:
                         continue
                     for m in mine:
-                        entries.append(self._run_one(m))
+                        entries.append(self._run_one(m, behind))
                         done += 1
                         if self.progress:
                             self.progress(pkg.name, done, total)
                     outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
+                if behind is not None:
+                    behind.drain()
+                    entries = [behind.with_server_time(e) for e in entries]
             ledger.record(conn, entries)
             applied_revs = {pkg.name: [m.revision for m in pkg.migrations] for pkg in packages}
             replaced = [r for pkg in packages if pkg.head for r in applied_revs[pkg.name]]
@@ -379,7 +661,9 @@ class MigrationRunner:
                 outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
         return outcomes
 
-    def _run_one(self, m: Migration) -> LedgerEntry:
+    def _run_one(self, m: Migration, behind: _WriteBehind | None = None) -> LedgerEntry:
+        if behind is not None:
+            behind.start(m)
         module = _load_script(m)
         t0 = time.perf_counter()
         try:
@@ -388,6 +672,9 @@ class MigrationRunner:
             raise
         except Exception as exc:
             raise self._migration_failure(m, exc) from None
+        finally:
+            if behind is not None:
+                behind.finish(m)
         return LedgerEntry(
             package=m.package,
             revision=m.revision,
