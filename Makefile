@@ -47,3 +47,11 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .dbinit *.egg-info
+
+## make bench: dbinit against psql -1 (the floor), dbmate, alembic and the bare Dagster job on one embedded
+## PostgreSQL in bench/out/; prints the table and updates BENCHMARKS.md (quick: make bench BENCH_SIZES=50x4 BENCH_RUNS=3)
+BENCH_SIZES ?= 50x4 500x4
+BENCH_RUNS ?= 3
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --sizes "$(BENCH_SIZES)" --runs $(BENCH_RUNS) --write BENCHMARKS.md
