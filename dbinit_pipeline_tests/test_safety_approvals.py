@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from dagster import DagsterInstance
 
+from dbinit_pipeline.cli import main
 from dbinit_pipeline.jobs import build_job
 from dbinit_pipeline.resources.approval_gate import parse_duration
 from dbinit_pipeline.resources.state_store import STATE_URL_VAR, ApprovalRecord, utcnow
 from dbinit_pipeline.schema.core.models import CORE_TABLES
 from dbinit_pipeline.schema.loading import registry_for
-from dbinit_pipeline_tests.conftest import Project
+from dbinit_pipeline_tests.conftest import PgServer, Project
 from dbinit_pipeline_tests.test_safety_support import (
     DBINIT,
     cli,
@@ -24,6 +32,13 @@ from dbinit_pipeline_tests.test_safety_support import (
     subprocess_env,
     with_approvers,
 )
+
+
+@pytest.fixture(scope="module")
+def pg(embedded_pg: PgServer) -> PgServer:
+    """Approvals do not depend on the server: the embedded one is enough (the run lock, cleanup
+    and kill tests run on every server under test)."""
+    return embedded_pg
 
 
 def _suggestions(response: dict[str, object]) -> str:
@@ -43,6 +58,15 @@ def test_plan_hash_of_dbinit_plan_is_what_approve_binds_and_the_run_uses(project
     assert planned["result"]["plan"]["approval_required"] is True
     assert "dbinit approve production" in planned["next_steps"][0]
     assert not project.server.database_exists(name), "a dry run creates nothing"
+    sql = io.StringIO()
+    with contextlib.redirect_stdout(sql), contextlib.redirect_stderr(io.StringIO()):
+        assert (
+            main(
+                ["--config", str(project.config_path), "plan", "production", "--database-name", name, "--sql"]
+            )
+            == 0
+        )
+    assert sql.getvalue().startswith(f"-- plan {plan_hash}\n")
 
     code, approved, _ = cli(project, "approve", "production", "--database-name", name, "--by", "alice")
     assert code == 0, approved
@@ -344,3 +368,52 @@ def test_approval_record_round_trips_through_the_store(project: Project) -> None
     assert read.approved_at.tzinfo is not None
     assert not read.expired(now)
     assert read.expired(now + timedelta(hours=2))
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """A real HTTP server on loopback that records the JSON posted to it."""
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DBINIT_TEST_HOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    yield received
+    server.shutdown()
+
+
+def test_requests_and_refusals_reach_the_approvers_through_the_notifier(
+    project: Project, webhook: list[dict[str, Any]]
+) -> None:
+    with_approvers(
+        project,
+        integration={
+            "operation_log": ".dbinit/operations.jsonl",
+            "notifier": {"webhook_url_env": "DBINIT_TEST_HOOK"},
+        },
+    )
+    name = project.database()
+    code, requested, stderr = cli(project, "request", "production", "--database-name", name, "--by", "carol")
+    assert code == 0, requested
+    assert requested["result"]["notified_through"] == "notifier"
+    assert "dbinit approve production" not in stderr, "with a notifier the request is not printed"
+    [message] = webhook
+    body = json.dumps(message)
+    assert requested["result"]["plan"]["hash"] in body
+    assert f"dbinit approve production --database-name {name} --by NAME" in body
+
+    refused = project.run("production", database_name=name)
+    assert refused["code"] == "approval_missing"
+    assert refused["details"]["approvers_notified"] is True
+    assert len(webhook) == 2
+    assert "Approval needed" in json.dumps(webhook[1])

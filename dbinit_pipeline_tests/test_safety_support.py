@@ -22,9 +22,16 @@ APPROVERS = ["alice", "bob"]
 SLEEP_VAR = "DBINIT_TEST_SLEEP"
 
 
-def with_approvers(project: Project, *, production_if_exists: str = "error", **safety: Any) -> None:
+def with_approvers(
+    project: Project,
+    *,
+    production_if_exists: str = "error",
+    integration: dict[str, Any] | None = None,
+    **safety: Any,
+) -> None:
     """production is protected; alice and bob approve it."""
     project.write_config(
+        integration=integration or {"operation_log": ".dbinit/operations.jsonl"},
         environments={
             "dev": {"connection_string_env": TEST_URL_VAR},
             "production": {"connection_string_env": TEST_URL_VAR, "if_exists": production_if_exists},

@@ -32,6 +32,7 @@ from dbinit_pipeline.resources.state_store import (
     utcnow,
 )
 from dbinit_pipeline.stages.results import Approved, InitPlan
+from dbinit_pipeline.stages.validate import default_database_name
 
 _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 MAX_TTL = timedelta(days=30)
@@ -78,20 +79,18 @@ def approvers_of(config: LoadedConfig, environment: str) -> list[str]:
 
 def command_for(config: LoadedConfig, plan: InitPlan, verb: str, *, by: str = "NAME") -> str:
     """The exact `dbinit approve|request` command for this plan (same database and policy)."""
-    from dbinit_pipeline.stages.validate import default_database_name
-
-    parts = [f"DBINIT_CONFIG={config.path}"] if config.path != find_config_path() else []
-    parts += ["dbinit", verb, plan.environment]
     env = config.environment(plan.environment)
     configured = env.database_name or default_database_name(config.model.project, plan.environment)
+    parts = ["dbinit", verb, plan.environment]
     if plan.database_name != configured:
         parts += ["--database-name", plan.database_name]
     if plan.if_exists != env.if_exists:
         parts += ["--if-exists", plan.if_exists]
-    parts += ["--by", by]
-    return " ".join(
-        shlex.quote(p) if i or not p.startswith("DBINIT_CONFIG=") else p for i, p in enumerate(parts)
-    )
+    command = shlex.join([*parts, "--by", by])
+    if config.path != find_config_path():
+        # Kept in front, so that the command still reads "dbinit approve <env> ...".
+        command = f"DBINIT_CONFIG={shlex.quote(str(config.path))} {command}"
+    return command
 
 
 def _needs_approval(config: LoadedConfig, plan: InitPlan) -> None:
@@ -363,7 +362,7 @@ def require_approval(
     usable = [
         r for r in records if r.plan_hash == digest.hash and r.used_at is None and not r.expired(moment)
     ]
-    for r in reversed(usable):  # the oldest first: it expires first
+    for r in sorted(usable, key=lambda r: r.expires_at):  # the one that would lapse first
         if store.use_approval(r.id, run or "manual", moment):
             return _approved(plan, r, digest, command)
     refusal = _refusal(config, plan, digest, records, moment)
