@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -299,19 +300,22 @@ def test_packages_from_an_installed_distribution(project: Project, tmp_path: Pat
     import subprocess
     import sys
 
+    # A module name of its own per test: an earlier parameter's module stays in sys.modules
+    # (and its entry point would point there) after its folder is gone.
+    module = f"acme_packages_{uuid.uuid4().hex[:8]}"
     dist = tmp_path / "dist_src"
-    pkg_dir = dist / "acme_packages" / "crm"
+    pkg_dir = dist / module / "crm"
     (pkg_dir / "migrations").mkdir(parents=True)
-    (dist / "acme_packages" / "__init__.py").write_text("")
+    (dist / module / "__init__.py").write_text("")
     (pkg_dir / "package.yaml").write_text("name: crm\nversion: 0.1.0\ndepends_on: []\n")
     write_migration(
         pkg_dir / "migrations" / "0001_contacts.py", "crm00001", None, table("crm_contacts", USERS_FK)
     )
     (dist / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "acme-packages"\nversion = "0.1.0"\n'
-        '[project.entry-points."dbinit_pipeline.packages"]\ncrm = "acme_packages"\n'
-        "[tool.setuptools.package-data]\nacme_packages = ['**/*.yaml', '**/*.py']\n"
+        f'[project]\nname = "{module.replace("_", "-")}"\nversion = "0.1.0"\n'
+        f'[project.entry-points."dbinit_pipeline.packages"]\ncrm = "{module}"\n'
+        f"[tool.setuptools.package-data]\n{module} = ['**/*.yaml', '**/*.py']\n"
     )
     target = tmp_path / "site"
     installed = subprocess.run(

@@ -94,6 +94,11 @@ class Provider(ABC):
         """Hold the initialization lock for `database` on this connection's session until exit."""
 
     @abstractmethod
+    def end_orphaned_locks(self, conn: Connection, database: str) -> list[int]:
+        """Under the run lock of `database`: end the server sessions still holding its schema
+        lock for a client that died mid-statement; returns their ids."""
+
+    @abstractmethod
     def lock_capacity(self, conn: Connection) -> LockCapacity: ...
 
     # -- health: each returns {"status": ..., ...}; "unknown" always carries a "reason" ------

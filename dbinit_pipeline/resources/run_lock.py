@@ -117,17 +117,15 @@ def acquire_run_lock(config: LoadedConfig, server: ServerRef, plan: InitPlan, ru
             stack.enter_context(database.provider.session_lock(conn, lock_name(plan.database_name), timeout))
         except LockTimeout as exc:
             raise _timeout_error(exc, store, key, plan, timeout) from None
-        end_orphans = getattr(database.provider, "end_orphaned_locks", None)
-        if end_orphans is not None:
-            try:
-                ended = end_orphans(conn, plan.database_name)
-            except Exception as exc:  # no privilege to end them: the schema lock's own wait applies
-                logger.warning("could not end orphaned schema locks: %s", describe(exc))
-                if conn.in_transaction():
-                    conn.rollback()
-            else:
-                if ended:
-                    logger.warning("ended server processes %s left by a dead run", ended)
+        try:
+            ended = database.provider.end_orphaned_locks(conn, plan.database_name)
+        except Exception as exc:  # no privilege to end them: the schema lock's own wait applies
+            logger.warning("could not end orphaned schema locks: %s", describe(exc))
+            if conn.in_transaction():
+                conn.rollback()
+        else:
+            if ended:
+                logger.warning("ended server processes %s left by a dead run", ended)
         holder = LockHolder(
             lock_id=key,
             run_id=run_id,

@@ -88,7 +88,11 @@ class TableShape:
     def from_json(cls, name: str, data: dict[str, Any]) -> TableShape:
         return cls(
             name=name,
-            columns=tuple(ColumnShape(c[0], c[1], bool(c[2]), c[3]) for c in data["columns"]),
+            # Normalized again: a snapshot written by an older version keeps older spellings.
+            columns=tuple(
+                ColumnShape(c[0], _TYPE_SYNONYMS.get(c[1], c[1]), bool(c[2]), normalize_default(c[3]))
+                for c in data["columns"]
+            ),
             primary_key=tuple(data["primary_key"]),
             foreign_keys=frozenset((tuple(c), t, tuple(r)) for c, t, r in data["foreign_keys"]),
             unique=frozenset(tuple(u) for u in data["unique"]),
