@@ -34,7 +34,7 @@ ui: $(STAMP)
 
 ## make test: install the test extra and run the whole suite
 test: $(TEST_STAMP) /usr/bin/chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check dbinit_pipeline dbinit_pipeline_tests
