@@ -39,6 +39,19 @@ def parse_url(raw: str, *, source: str) -> URL:
     return url
 
 
+def url_from_variable(var: str, provider: str, *, environment: str | None = None) -> URL:
+    """The URL held by environment variable `var`; a clear error when it is unset or malformed."""
+    raw = os.environ.get(var)
+    if not raw:
+        which = f" (environment {environment!r})" if environment else ""
+        raise ConfigurationError(
+            f"Environment variable {var} is not set{which}",
+            code="missing_connection_variable",
+            suggestions=[f"export {var}={provider_for(provider).example_url}"],
+        )
+    return parse_url(raw, source=var)
+
+
 def display_url(url: URL) -> str:
     """The URL as it may be shown: password hidden."""
     return url.render_as_string(hide_password=True)
@@ -69,14 +82,7 @@ class ServerRef:
         """
         kind, _, where = self.secret_source.partition(":")
         if kind == "env":
-            raw = os.environ.get(where)
-            if not raw:
-                raise ConfigurationError(
-                    f"Environment variable {where} is not set",
-                    code="missing_connection_variable",
-                    suggestions=[f"export {where}={provider_for(self.provider).example_url}"],
-                )
-            url = parse_url(raw, source=where)
+            url = url_from_variable(where, self.provider)
         elif kind == "aws-secret":
             # Imported here: the AWS module builds ServerRefs itself.
             from dbinit_pipeline.resources.aws import resolve_secret_source

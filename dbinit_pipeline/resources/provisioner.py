@@ -16,7 +16,7 @@ from dbinit_pipeline.resources.database_server import (
     DatabaseServer,
     ServerRef,
     display_url,
-    parse_url,
+    url_from_variable,
 )
 from dbinit_pipeline.resources.embedded_server import EmbeddedPostgres
 from dbinit_pipeline.resources.project import load_cached
@@ -45,14 +45,7 @@ def server_from_env(config: LoadedConfig, plan: InitPlan) -> ServerRef:
                 f"Set environments.{plan.environment}.connection_string_env to the NAME of a variable."
             ],
         )
-    raw = os.environ.get(var)
-    if not raw:
-        raise ConfigurationError(
-            f"Environment variable {var} is not set (environment {plan.environment!r})",
-            code="missing_connection_variable",
-            suggestions=[f"export {var}={provider_for(plan.provider).example_url}"],
-        )
-    url = parse_url(raw, source=var)
+    url = url_from_variable(var, plan.provider, environment=plan.environment)
     return ServerRef(
         provider=plan.provider,
         url_display=display_url(url),
