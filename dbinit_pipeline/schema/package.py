@@ -77,6 +77,8 @@ class Migration:
     foreign_keys: tuple[tuple[str, str], ...] = ()
     drops_tables: tuple[str, ...] = ()
     uses_dbapi: bool = False
+    # Where the runner may keep this script's compiled code (see `FactsCache.code_dir`).
+    code_cache: Path | None = field(default=None, compare=False, repr=False)
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -246,6 +248,7 @@ def read_migration(package: str, path: Path, cache: FactsCache | None = None) ->
         foreign_keys=tuple((fk[0], fk[1]) for fk in facts["fks"]),
         drops_tables=tuple(facts["drops"]),
         uses_dbapi=bool(facts["dbapi"]),
+        code_cache=cache.code_dir if cache is not None else None,
     )
 
 
@@ -260,6 +263,8 @@ class FactsCache:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        # Compiled scripts, beside the facts: same key (the content's sha256), same lifetime.
+        self.code_dir = path.with_name("code") if path is not None else None
         self._scripts: dict[str, dict[str, Any]] = {}
         self._manifests: dict[str, dict[str, Any]] = {}
         self._used: set[str] = set()

@@ -10,18 +10,23 @@ and the files' checksums say nothing is pending, no script is loaded at all.
 from __future__ import annotations
 
 import enum
+import hashlib
 import importlib.util
 import io
+import marshal
+import os
 import queue
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from types import ModuleType
+from pathlib import Path
+from types import CodeType, ModuleType
 from typing import Any
 
 from alembic.operations import Operations
@@ -78,15 +83,62 @@ class PackageStatus:
     pending: tuple[str, ...]
 
 
+_CODE_TAG = importlib.util.MAGIC_NUMBER.hex()
+
+
+def _code_of(migration: Migration) -> CodeType:
+    """The compiled script, exactly the content whose sha256 the ledger records.
+
+    The file is read once, its hash checked against the checksum taken when the package was
+    read (a file edited since is refused, not run), and compiled; with a code cache, the code
+    object is kept under that checksum, like a .pyc but keyed by content and out of the package
+    folder (with 2,000 scripts, compiling was a tenth of the apply's Python time).
+    """
+    cached: Path | None = None
+    if migration.code_cache is not None:
+        where = hashlib.sha256(str(migration.path).encode()).hexdigest()[:16]
+        cached = migration.code_cache / f"{migration.checksum}-{where}-{_CODE_TAG}.code"
+        with suppress(OSError, ValueError, EOFError, TypeError):
+            code = marshal.loads(cached.read_bytes())
+            if isinstance(code, CodeType) and code.co_filename == str(migration.path):
+                return code
+    source = migration.path.read_bytes()
+    if hashlib.sha256(source).hexdigest() != migration.checksum:
+        raise ChecksumMismatch(
+            f"Package {migration.package!r}: {migration.path} changed while this run was applying it "
+            f"(revision {migration.revision})",
+            details={
+                "package": migration.package,
+                "revision": migration.revision,
+                "file": str(migration.path),
+            },
+            suggestions=["Rerun once the file is no longer being edited; nothing of this stage was kept."],
+        )
+    code = compile(source, str(migration.path), "exec", dont_inherit=True)
+    if cached is not None:
+        with suppress(OSError):
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".code-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(marshal.dumps(code))
+                os.replace(tmp, cached)
+            finally:
+                with suppress(OSError):
+                    os.unlink(tmp)
+    return code
+
+
 def _load_script(migration: Migration) -> ModuleType:
     name = f"_dbinit_revision_{migration.package}_{migration.revision}"
-    spec = importlib.util.spec_from_file_location(name, migration.path)
-    if spec is None or spec.loader is None:
-        raise MigrationError(f"Cannot load {migration.path}")
-    module = importlib.util.module_from_spec(spec)
+    module = ModuleType(name)
+    module.__file__ = str(migration.path)
+    module.__package__ = ""
     try:
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        exec(_code_of(migration), module.__dict__)
+    except DbinitError:
+        raise
     except Exception as exc:
         raise MigrationError(
             f"Package {migration.package!r}: {migration.path} cannot be imported: {type(exc).__name__}: {exc}",
