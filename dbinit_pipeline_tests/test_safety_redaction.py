@@ -55,7 +55,13 @@ def _init_subprocess(project: Project, database: str, url: str) -> tuple[dict[st
 
 def _files_holding(root: Path, secret: str) -> list[str]:
     needle = secret.encode()
-    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+    # .dbinit/cache holds facts and compiled code of the project's own migration files: a
+    # migration that quotes the password (as one test here does) carries it there as in its
+    # source. What dbinit itself writes (logs, state, events) is what must never hold it.
+    cache = root / "cache"
+    return [
+        str(p) for p in root.rglob("*") if p.is_file() and cache not in p.parents and needle in p.read_bytes()
+    ]
 
 
 def _dagster_records(home: Path, run_id: str, monkeypatch: pytest.MonkeyPatch) -> str:
