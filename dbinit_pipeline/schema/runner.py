@@ -86,6 +86,69 @@ class PackageStatus:
 _CODE_TAG = importlib.util.MAGIC_NUMBER.hex()
 
 
+class _CompiledScripts:
+    """Compiled scripts kept in one marshal file of a cache folder, read at most once a process.
+
+    Keyed by the content's sha256 (and the path, which the code object names), so an entry can
+    only ever be the code of the bytes the ledger's checksum describes. One file rather than one
+    per script: opening 2,000 small files cost more than unmarshalling them all.
+    """
+
+    MAX_ENTRIES = 20_000  # past this, a save keeps only what this process used
+
+    def __init__(self, folder: Path) -> None:
+        self.file = folder / f"scripts-{_CODE_TAG}.marshal"
+        self.codes: dict[str, CodeType] | None = None
+        self.used: set[str] = set()
+        self.dirty = False
+
+    def get(self, key: str, filename: str) -> CodeType | None:
+        if self.codes is None:
+            self.codes = {}
+            with suppress(OSError, ValueError, EOFError, TypeError):
+                loaded = marshal.loads(self.file.read_bytes())
+                if isinstance(loaded, dict):
+                    self.codes = {k: v for k, v in loaded.items() if isinstance(v, CodeType)}
+        code = self.codes.get(key)
+        if code is None or code.co_filename != filename:
+            return None
+        self.used.add(key)
+        return code
+
+    def put(self, key: str, code: CodeType) -> None:
+        if self.codes is None:
+            self.codes = {}
+        self.codes[key] = code
+        self.used.add(key)
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty or self.codes is None:
+            return
+        codes = self.codes
+        if len(codes) > self.MAX_ENTRIES:
+            codes = {k: v for k, v in codes.items() if k in self.used}
+        with suppress(OSError):
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".scripts-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(marshal.dumps(codes))
+                os.replace(tmp, self.file)
+            finally:
+                with suppress(OSError):
+                    os.unlink(tmp)
+        self.dirty = False
+
+
+_compiled: dict[Path, _CompiledScripts] = {}
+
+
+def _save_compiled() -> None:
+    for cache in _compiled.values():
+        cache.save()
+
+
 def _code_of(migration: Migration) -> CodeType:
     """The compiled script, exactly the content whose sha256 the ledger records.
 
@@ -94,14 +157,15 @@ def _code_of(migration: Migration) -> CodeType:
     object is kept under that checksum, like a .pyc but keyed by content and out of the package
     folder (with 2,000 scripts, compiling was a tenth of the apply's Python time).
     """
-    cached: Path | None = None
+    cache: _CompiledScripts | None = None
+    key = ""
+    filename = str(migration.path)
     if migration.code_cache is not None:
-        where = hashlib.sha256(str(migration.path).encode()).hexdigest()[:16]
-        cached = migration.code_cache / f"{migration.checksum}-{where}-{_CODE_TAG}.code"
-        with suppress(OSError, ValueError, EOFError, TypeError):
-            code = marshal.loads(cached.read_bytes())
-            if isinstance(code, CodeType) and code.co_filename == str(migration.path):
-                return code
+        cache = _compiled.setdefault(migration.code_cache, _CompiledScripts(migration.code_cache))
+        key = f"{migration.checksum}-{hashlib.sha256(filename.encode()).hexdigest()[:16]}"
+        found = cache.get(key, filename)
+        if found is not None:
+            return found
     source = migration.path.read_bytes()
     if hashlib.sha256(source).hexdigest() != migration.checksum:
         raise ChecksumMismatch(
@@ -114,18 +178,9 @@ def _code_of(migration: Migration) -> CodeType:
             },
             suggestions=["Rerun once the file is no longer being edited; nothing of this stage was kept."],
         )
-    code = compile(source, str(migration.path), "exec", dont_inherit=True)
-    if cached is not None:
-        with suppress(OSError):
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".code-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(marshal.dumps(code))
-                os.replace(tmp, cached)
-            finally:
-                with suppress(OSError):
-                    os.unlink(tmp)
+    code = compile(source, filename, "exec", dont_inherit=True)
+    if cache is not None:
+        cache.put(key, code)
     return code
 
 
@@ -433,9 +488,10 @@ class _WriteBehind:
                 self._last_result = time.perf_counter()
             cursor = self.dbapi.cursor()
             self._inflight.append((item, cursor, time.perf_counter()))
-            # The parameters SQLAlchemy itself passes for DDL (so `%%` reads as `%`); the call
-            # sends the statement and collects whatever results have come back meanwhile.
-            cursor.execute(item.statement, {})
+            # The parameters SQLAlchemy itself passes for DDL, so that `%%` reads as `%` (without a
+            # `%` there is nothing to unescape, and psycopg need not scan the statement); the
+            # call sends the statement and collects whatever results have come back meanwhile.
+            cursor.execute(item.statement, {} if "%" in item.statement else None)
             self._collect()
         except Exception as exc:
             self._failed(exc)
@@ -559,6 +615,12 @@ class MigrationRunner:
     # -- dry run -----------------------------------------------------------------------
     def plan_sql(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
         """The SQL each pending revision would run (Alembic offline mode); changes nothing."""
+        try:
+            return self._plan_sql(packages, database_exists=database_exists)
+        finally:
+            _save_compiled()
+
+    def _plan_sql(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
         applied: dict[tuple[str, str], LedgerEntry] = {}
         if database_exists:
             with self.server.connect(self.database) as conn:
@@ -617,6 +679,12 @@ class MigrationRunner:
 
     def apply(self, packages: Sequence[Package]) -> ApplyReport:
         """Apply every pending revision of `packages`, dependencies first."""
+        try:
+            return self._apply(packages)
+        finally:
+            _save_compiled()
+
+    def _apply(self, packages: Sequence[Package]) -> ApplyReport:
         started = time.perf_counter()
         with self.server.connect(self.database) as conn:
             created = not ledger.exists(conn)
