@@ -93,6 +93,29 @@ def _proc_stat(pid: int | str) -> list[str]:
         return handle.read().rsplit(")", 1)[1].split()
 
 
+def server_children(pgdata: Path) -> set[int]:
+    """Process ids of the postmaster's children (its background processes and backends)."""
+    try:
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return set()
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(_proc_stat(entry)[1]) == postmaster:
+                    found.add(int(entry))
+    return found
+
+
+def wait_for_backends(pgdata: Path, before: set[int], timeout: float = 5.0) -> None:
+    """Wait until the backends a tool opened have exited: the postmaster adds a backend's CPU to
+    its own only once it has reaped it."""
+    deadline = time.monotonic() + timeout
+    while server_children(pgdata) - before and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def server_cpu(pgdata: Path) -> float:
     """CPU seconds used so far by the postmaster, its live children and the children it reaped."""
     try:
@@ -131,6 +154,7 @@ def run_timed(
     log.parent.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
     load = load_average()
+    children_before = server_children(pgdata)
     cpu_before = server_cpu(pgdata)
     rss_path = log.with_suffix(".rss")
     rss_path.unlink(missing_ok=True)
@@ -157,6 +181,7 @@ def run_timed(
             timer.cancel()
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
+    wait_for_backends(pgdata, children_before)
     server = server_cpu(pgdata) - cpu_before
     stdout = out_path.read_text(errors="replace")
     stderr = err_path.read_text(errors="replace")
