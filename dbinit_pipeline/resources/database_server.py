@@ -8,6 +8,7 @@ file). `DatabaseServer` resolves it into engines at the moment of use.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,6 +100,14 @@ class ServerRef:
         return url.set(database=database or self.maintenance_database)
 
 
+# One engine per full URL (password included, so a rotated password gets a new one) and mode, for
+# the life of the process: each stage used to build its own, paying the dialect's first-connect
+# queries again. NullPool keeps no connection open between uses (a DROP DATABASE never waits
+# for one of ours), so reusing an engine shares nothing but its compiled configuration.
+_ENGINES: dict[tuple[str, bool], Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
 class DatabaseServer:
     """Engines for one server, through its provider's driver."""
 
@@ -107,7 +116,16 @@ class DatabaseServer:
         self.provider: Provider = provider_for(ref.provider)
 
     def engine(self, database: str | None = None, *, autocommit: bool = False) -> Engine:
+        """The process's engine for `database` (NullPool: every connect is a new connection)."""
         url = self.provider.normalize_url(self.ref.url(database))
+        key = (url.render_as_string(hide_password=False), autocommit)
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                engine = _ENGINES[key] = self._create_engine(url, autocommit=autocommit)
+        return engine
+
+    def _create_engine(self, url: URL, *, autocommit: bool) -> Engine:
         kwargs: dict[str, object] = {"poolclass": NullPool, "hide_parameters": True}
         if autocommit:
             kwargs["isolation_level"] = "AUTOCOMMIT"
@@ -118,10 +136,6 @@ class DatabaseServer:
 
     @contextmanager
     def connect(self, database: str | None = None, *, autocommit: bool = False) -> Iterator[Connection]:
-        """A connection that is closed, and its engine disposed, on exit."""
-        engine = self.engine(database, autocommit=autocommit)
-        try:
-            with engine.connect() as conn:
-                yield conn
-        finally:
-            engine.dispose()
+        """A new connection, closed on exit."""
+        with self.engine(database, autocommit=autocommit).connect() as conn:
+            yield conn
