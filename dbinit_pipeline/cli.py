@@ -19,6 +19,7 @@ from typing import Any
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.errors import DbinitError, PackageError, classify
+from dbinit_pipeline.heap import collect_less
 from dbinit_pipeline.redaction import redact
 from dbinit_pipeline.responses import error_response
 
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    collect_less()  # before the imports of Dagster, SQLAlchemy and Alembic (see heap.py)
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -1,4 +1,4 @@
-"""One engine per URL for the process, no connection left open by it, and throttled progress."""
+"""One engine per URL for the process, no connection left open by it, throttled progress, GC thresholds."""
 
 from __future__ import annotations
 
@@ -73,3 +73,23 @@ def test_progress_also_reports_after_a_quiet_interval() -> None:
     for done in range(1, 6):
         report("core", done, 1000)
     assert lines == [1, 2, 3, 4, 5]
+
+
+def test_collect_less_raises_only_a_lower_young_threshold_and_never_reenables_gc() -> None:
+    import gc
+
+    from dbinit_pipeline.heap import YOUNG_THRESHOLD, collect_less
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        collect_less()
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, 10, 10)
+        gc.set_threshold(YOUNG_THRESHOLD * 5, 3, 4)
+        collect_less()
+        assert gc.get_threshold() == (YOUNG_THRESHOLD * 5, 3, 4)
+        gc.set_threshold(0, 10, 10)  # someone turned automatic collection off: leave it off
+        collect_less()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*saved)
