@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -142,6 +143,9 @@ _TRANSIENT_SQLSTATES = {
     "08001": "unable to connect",
     "08006": "connection failure",
 }
+# "database "x" does not exist" (PostgreSQL, also at connect time, where there is no SQLSTATE)
+# and "Unknown database 'x'" (MySQL, MariaDB).
+_MISSING_DATABASE = re.compile(r'database "([^"]+)" does not exist|Unknown database \'([^\']+)\'')
 _TRANSIENT_TEXT = (
     "connection refused",
     "could not connect",
@@ -226,6 +230,21 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
             suggestions=[
                 "Check the user and password in the connection variable.",
                 "The password is never printed: compare it with your secret store.",
+            ],
+        )
+    missing = _MISSING_DATABASE.search(text)
+    if state in {"3D000", "mysql:1049"} or missing:
+        name = next((g for g in missing.groups() if g), None) if missing else None
+        which = f"The database {name}" if name else "The target database"
+        return DatabaseFault(
+            f"{which} does not exist{where}: {text}",
+            code="database_missing",
+            suggestions=[
+                "If a failed run created it and its cleanup dropped it (the response said "
+                "'dropped'), launch a new run: re-executing from failure reuses the create stage's "
+                "output and does not create it again.",
+                "Otherwise check database_name (or --database-name) and that the connection "
+                "variable points at the server you meant.",
             ],
         )
     if state == "42501" or "permission denied" in lowered:

@@ -57,6 +57,14 @@ def server_for(project: MySQLProject) -> DatabaseServer:
     return DatabaseServer(ServerRef("mysql", display, f"env:{TARGET_VAR}", "information_schema"))
 
 
+def test_a_missing_database_is_named_with_what_to_do(mysql_project: MySQLProject) -> None:
+    with pytest.raises(Exception) as raised, server_for(mysql_project).connect("dbinit_never_created"):
+        pass
+    error = classify(raised.value)
+    assert error.code == "database_missing" and not error.transient
+    assert "The database dbinit_never_created does not exist" in error.message
+
+
 # -- without a server ----------------------------------------------------------------------
 def test_provider_for_mysql_is_the_non_transactional_pymysql_provider() -> None:
     provider = provider_for("mysql")

@@ -4,9 +4,10 @@ rebuild schedules are refused for protected environments at load time and at run
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import load_config
-from dbinit_pipeline.errors import ConfigurationError, InputError
+from dbinit_pipeline.errors import ConfigurationError, InputError, classify
 from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
 from dbinit_pipeline.schema.core.models import CORE_TABLES
 from dbinit_pipeline.stages.create import ensure_database
@@ -33,6 +34,25 @@ def test_a_database_this_run_created_is_dropped_when_a_later_stage_fails(project
     assert "this run created it" in response["cleanup"]["reason"]
     assert not project.server.database_exists(name)
     assert project.operations()[-1]["cleanup"]["database"] == "dropped"
+
+
+def test_after_cleanup_dropped_the_database_a_later_stage_names_it_and_what_to_do(project: Project) -> None:
+    """What a re-execution from failure meets once cleanup has dropped the database: the stages
+    after create reconnect to a database that is gone. A permanent error that names it and says
+    to launch a new run, not a retried connection failure."""
+    project.write_package("bad", migrations=[FAILING])
+    name = project.database()
+    assert project.run(database_name=name)["cleanup"]["database"] == "dropped"
+    display = make_url(project.server.url).render_as_string(hide_password=True)
+    server = DatabaseServer(ServerRef("postgresql", display, f"env:{TEST_URL_VAR}", "postgres"))
+    with pytest.raises(Exception) as raised, server.connect(name):
+        pass
+    error = classify(raised.value, during="applying package schemas")
+    assert error.code == "database_missing" and not error.transient
+    assert f"The database {name} does not exist while applying package schemas" in error.message
+    assert any("launch a new run" in s for s in error.suggestions)
+    password = project.server.password
+    assert not password or password not in error.message
 
 
 def test_a_database_that_existed_before_is_never_dropped(project: Project) -> None:
