@@ -1,6 +1,6 @@
 """The pg_catalog reader of table shapes gives exactly what SQLAlchemy's reflection gives.
 
-Verify reads shapes through `pg_shapes` on PostgreSQL (a tenth of reflection's time); a shape
+Verify reads shapes through `pg_shapes` on PostgreSQL (about half of reflection's time); a shape
 that differed from the reflected one would be drift reported where there is none, or drift
 missed. Both readers run here over every kind of column, default, constraint and index."""
 

@@ -104,7 +104,7 @@ def describe_live(conn: Connection, tables: Iterable[str] | None = None) -> dict
     """Shapes of the live tables (all of the default schema, or only `tables`), in bulk.
 
     On PostgreSQL, named tables are read from pg_catalog directly (`pg_shapes`: the same shapes
-    for a tenth of the time), and only those it leaves aside go through SQLAlchemy's reflection."""
+    in about half the time), and only those it leaves aside go through SQLAlchemy's reflection."""
     if tables is not None and conn.dialect.name == "postgresql":
         from dbinit_pipeline.schema.pg_shapes import read_shapes
 
