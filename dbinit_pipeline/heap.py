@@ -12,6 +12,10 @@ no-op and 1.2 s of a fresh run went to the collector, 0.13 s and 1.0 s with what
 - The youngest generation is collected every 10,000 allocations instead of 700 (a few MB more
   of short-lived objects between collections), in a dbinit process only: the `dbinit` command,
   and the run process once its first stage starts.
+
+Frozen objects are still freed by reference counting; only cyclic garbage that happens to be
+alive when `settle()` runs (at most a young generation's worth) is kept until the process ends.
+A process that runs many jobs in turn (a test session) keeps that much per run.
 """
 
 from __future__ import annotations

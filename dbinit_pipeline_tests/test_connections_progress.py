@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef, display_url
+from dbinit_pipeline.resources import database_server
+from dbinit_pipeline.resources.database_server import MAX_ENGINES, DatabaseServer, ServerRef, display_url
 from dbinit_pipeline.stages.schema_progress import throttled
 from dbinit_pipeline_tests.conftest import PgServer
 
@@ -44,6 +45,20 @@ def test_one_engine_per_url_and_mode_and_no_connection_kept(
             assert _our_backends(embedded_pg) == before + 1
     # NullPool: nothing of ours stays connected, so a DROP DATABASE never waits for it.
     assert _our_backends(embedded_pg) == before
+
+
+def test_engines_beyond_the_limit_are_disposed_least_recently_used_first(
+    embedded_pg: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = _server(embedded_pg, monkeypatch)
+    kept = server.engine()
+    for i in range(MAX_ENGINES + 4):
+        server.engine(f"dbinit_engine_probe_{i}")  # engines are lazy: nothing connects
+        assert server.engine() is kept  # used again each time: never the least recent
+    assert server.engine("dbinit_engine_probe_0") is not server.engine("dbinit_engine_probe_1")
+    assert len(database_server._ENGINES) <= MAX_ENGINES
+    with server.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
 
 
 def test_a_changed_password_gets_a_new_engine(embedded_pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,8 +104,11 @@ class ServerRef:
 # One engine per full URL (password included, so a rotated password gets a new one) and mode, for
 # the life of the process: each stage used to build its own, paying the dialect's first-connect
 # queries again. NullPool keeps no connection open between uses (a DROP DATABASE never waits
-# for one of ours), so reusing an engine shares nothing but its compiled configuration.
-_ENGINES: dict[tuple[str, bool], Engine] = {}
+# for one of ours), so reusing an engine shares nothing but its compiled configuration. The
+# least recently used beyond MAX_ENGINES are disposed of: a process that initializes many
+# databases (a test session, a long-lived worker) does not keep an engine for each.
+MAX_ENGINES = 16
+_ENGINES: OrderedDict[tuple[str, bool], Engine] = OrderedDict()
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -123,6 +127,10 @@ class DatabaseServer:
             engine = _ENGINES.get(key)
             if engine is None:
                 engine = _ENGINES[key] = self._create_engine(url, autocommit=autocommit)
+                while len(_ENGINES) > MAX_ENGINES:
+                    _ENGINES.popitem(last=False)[1].dispose()
+            else:
+                _ENGINES.move_to_end(key)
         return engine
 
     def _create_engine(self, url: URL, *, autocommit: bool) -> Engine:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from dagster import OpExecutionContext
 
@@ -14,7 +13,7 @@ from dbinit_pipeline.schema.runner import Progress
 EVERY_S = 2.0
 
 
-def throttled(emit: Callable[[str, int, int], None], *, every_s: float = EVERY_S) -> Progress:
+def throttled(emit: Progress, *, every_s: float = EVERY_S) -> Progress:
     """Pass on the first migration, each tenth of the total, the last, and anything `every_s`
     seconds after the previous line; drop the rest."""
     state = {"tenth": -1, "at": float("-inf")}
