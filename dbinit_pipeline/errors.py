@@ -216,6 +216,21 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
                 "or connect as an account that has it."
             ],
         )
+    if (state == "57014" and "statement timeout" in lowered) or state in {"mysql:1969", "mysql:3024"}:
+        return DatabaseFault(
+            f"A statement ran longer than safety.statement_timeout and the server cancelled it{where}: {text}",
+            code="statement_timeout",
+            suggestions=[
+                "Find the slow statement (the error names it) and make it faster, or raise "
+                "safety.statement_timeout in dbinit.yaml (seconds; 0 turns the bound off).",
+            ],
+        )
+    if state == "57014":
+        return DatabaseFault(
+            f"The server cancelled the statement{where}: {text}",
+            code="cancelled",
+            suggestions=["Someone cancelled it (pg_cancel_backend, or a stopped run); rerun when ready."],
+        )
     lock_conflict = _MYSQL_LOCK_WAIT.get(state or "") or _PG_LOCK_CONFLICT.get(state or "")
     if lock_conflict:
         return DatabaseFault(

@@ -297,6 +297,10 @@ def _name_committed_statements(error: MigrationError, m: Migration, executed: Se
     )
 
 
+# Codes that say more than "the migration failed": what to do differs.
+_KEPT_CODES = ("lock_table_full", "statement_timeout", "cancelled")
+
+
 def _offline_statements(dialect: str, m: Migration) -> list[str]:
     """The SQL `m` emits in Alembic's offline mode, one statement an item."""
     buffer = io.StringIO()
@@ -968,7 +972,7 @@ class MigrationRunner:
         ]
         return MigrationError(
             message,
-            code="lock_table_full" if classified.code == "lock_table_full" else "migration_failed",
+            code=classified.code if classified.code in _KEPT_CODES else "migration_failed",
             transient=classified.transient,
             suggestions=suggestions,
             details={

@@ -21,15 +21,17 @@ def apply_packages(
     database: DatabaseReady,
     packages: list[Package],
     *,
+    run_id: str = "",
     progress: Progress | None = None,
 ) -> ApplyReport:
-    """Apply (or, in a dry run, plan) `packages` on the run's database."""
+    """Apply (or, in a dry run, plan) `packages` on the run's database; the ledger names `run_id`
+    (the run applying them, which in a re-execution is not the run that validated the plan)."""
     plan = database.plan
     approved = database.provisioned.approved
     runner = MigrationRunner(
         DatabaseServer(database.server),
         plan.database_name,
-        run_id=plan.run_id or "manual",
+        run_id=run_id or plan.run_id or "manual",
         lock_timeout=config.model.safety.lock_timeout,
         transaction_mode=config.model.packages.transaction,
         progress=progress,
@@ -54,7 +56,7 @@ def guarded_apply(
 ) -> ApplyReport:
     """`apply_packages` after the checks every mutating stage makes (see stages/guard.py)."""
     guard_mutation(config, database.provisioned, run_id=run_id, run_lock=run_lock)
-    return apply_packages(config, database, packages, progress=progress)
+    return apply_packages(config, database, packages, run_id=run_id, progress=progress)
 
 
 @op(retry_policy=TRANSIENT_RETRY)
