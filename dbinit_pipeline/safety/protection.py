@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from dbinit_pipeline.errors import InputError
+from dbinit_pipeline.errors import InputError, classify
 from dbinit_pipeline.resources.database_server import DatabaseServer
 
 PROTECTION_TABLE = "dbinit_protection"
@@ -38,10 +38,13 @@ class ProtectionMark:
 
 def read_mark(server: DatabaseServer, database: str) -> ProtectionMark | None:
     """The first protected environment that marked `database`, or None (also when it does not exist)."""
-    with server.connect(autocommit=True) as conn:
-        if not server.provider.database_exists(conn, database):
+    try:
+        conn = server.engine(database).connect()
+    except Exception as exc:
+        if classify(exc).code == "database_missing":
             return None
-    with server.connect(database) as conn:
+        raise
+    with conn:
         if not sa.inspect(conn).has_table(PROTECTION_TABLE):
             conn.rollback()
             return None
