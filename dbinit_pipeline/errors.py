@@ -52,6 +52,11 @@ class ApprovalError(DbinitError):
     code = "approval_required"
 
 
+# The codes with which the approve stage refuses a run that an approval would let through: the
+# failure sensor turns exactly these into approval requests.
+APPROVAL_REFUSALS = frozenset({"approval_missing", "approval_expired", "approval_used", "plan_changed"})
+
+
 class UnsupportedError(DbinitError):
     """The configuration asks for something this version cannot do."""
 
