@@ -6,16 +6,17 @@ when they differ, naming what changed: a re-execution from failure after an edit
 what nobody validated or approved.
 
 Nothing here imports or runs package code: models modules are located through the import
-system's path finder, which reads no module.
+system's finders, which run no module code.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
-from importlib.machinery import PathFinder
+from importlib.machinery import ModuleSpec
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from dbinit_pipeline.schema.package import Package
@@ -35,13 +36,25 @@ def models_source(pkg: Package) -> Path | None:
     spec = None
     parts = target.split(".")
     for i in range(len(parts)):
-        spec = PathFinder.find_spec(".".join(parts[: i + 1]), locations)
+        spec = _find_spec(".".join(parts[: i + 1]), locations)
         if spec is None:
             return None
         locations = list(spec.submodule_search_locations or [])
     if spec is None or not spec.origin or not spec.has_location:
         return None
     return Path(spec.origin)
+
+
+def _find_spec(name: str, path: list[str] | None) -> ModuleSpec | None:
+    """Ask the import system's finders (editable installs' included) without importing anything."""
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        spec = find(name, path)
+        if spec is not None:
+            return cast("ModuleSpec", spec)
+    return None
 
 
 def models_checksum(pkg: Package) -> str:

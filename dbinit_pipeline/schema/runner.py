@@ -834,22 +834,24 @@ class MigrationRunner:
                 # ledger row is written leaves the mark, and the next run stops on it.
                 with conn.begin():
                     ledger.mark_in_progress(conn, m.package, m.revision, m.checksum, self.run_id)
-                with conn.begin():
-                    ctx = MigrationContext.configure(connection=conn)
-                    with Operations.context(ctx), _statements_of(conn) as executed:
-                        try:
-                            entry = self._run_one(m)
-                        except MigrationError as exc:
-                            _name_committed_statements(exc, m, executed)
-                            # The error names what was committed: the mark has served its purpose.
-                            conn.rollback()
-                            with conn.begin():
-                                ledger.clear_in_progress(conn, m.package, m.revision)
-                            raise
-                    ledger.record(conn, [entry])
-                    previous = [r.revision for r in pkg.migrations]
-                    ledger.set_heads(conn, previous, [m.revision])
-                    ledger.clear_in_progress(conn, m.package, m.revision)
+                try:
+                    with conn.begin():
+                        ctx = MigrationContext.configure(connection=conn)
+                        with Operations.context(ctx), _statements_of(conn) as executed:
+                            try:
+                                entry = self._run_one(m)
+                            except MigrationError as exc:
+                                _name_committed_statements(exc, m, executed)
+                                raise
+                        ledger.record(conn, [entry])
+                        previous = [r.revision for r in pkg.migrations]
+                        ledger.set_heads(conn, previous, [m.revision])
+                        ledger.clear_in_progress(conn, m.package, m.revision)
+                except MigrationError:
+                    # The error names what was committed: the mark has served its purpose.
+                    with conn.begin():
+                        ledger.clear_in_progress(conn, m.package, m.revision)
+                    raise
                 done += 1
                 if self.progress:
                     self.progress(pkg.name, done, total)
