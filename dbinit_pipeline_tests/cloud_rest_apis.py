@@ -424,7 +424,8 @@ class AzureApi(RestServer):
         self.locks: dict[str, dict[str, Any]] = {}
         self.storage_used: dict[str, int] = {}
         self.polls_until_done = 2
-        rg = r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/(Microsoft\.DBfor(?:PostgreSQL|MySQL))"
+        # ARM paths are case-insensitive: the locks client spells resourcegroups in lower case.
+        rg = r"/subscriptions/([^/]+)/resource[Gg]roups/([^/]+)/providers/(Microsoft\.DBfor(?:PostgreSQL|MySQL))"
         self.route("GET", r"/([^/]+)/v2\.0/\.well-known/openid-configuration", self._openid)
         self.route("POST", r"/([^/]+)/oauth2/v2\.0/token", self._token)
         self.route("GET", rg + r"/flexibleServers/([^/]+)", self._get_server)
