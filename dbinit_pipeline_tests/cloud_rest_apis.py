@@ -174,6 +174,9 @@ class GoogleCloudApi(RestServer):
         self.secrets: dict[str, dict[str, Any]] = {}
         self.series: dict[tuple[str, str], int] = {}  # (instance, metric) -> value
         self.polls_until_done = 2
+        # Called with (user, password) when users.insert arrives: a test makes the role on a real
+        # server, as Cloud SQL makes it on the instance.
+        self.on_user_insert: Callable[[str, str], None] | None = None
         p = r"/v1/projects/([^/]+)"
         self.route("POST", r"/token", self._token)
         self.route("GET", p + r"/instances/([^/]+)", self._get_instance)
@@ -305,6 +308,8 @@ class GoogleCloudApi(RestServer):
     def _insert_user(self, seen: Seen, project: str, instance: str) -> Reply:
         self.users.setdefault(instance, []).append(seen.body["name"])
         self.passwords[(instance, seen.body["name"])] = seen.body["password"]
+        if self.on_user_insert is not None:
+            self.on_user_insert(seen.body["name"], seen.body["password"])
         op = self._operation(project, "CREATE_USER", instance)
         self.pending[op["name"]] = 0
         return 200, op, {}

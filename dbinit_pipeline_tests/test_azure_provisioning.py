@@ -431,3 +431,38 @@ def test_job_provisions_on_the_local_api_then_initializes_postgresql(project: Pr
     log_text = (project.root / ".dbinit" / "operations.jsonl").read_text()
     for text in (json.dumps(first), json.dumps(second), log_text):
         assert password not in text
+
+
+def test_job_without_connection_variable_uses_the_address_and_key_vault_and_never_shows_the_password(
+    project: Project, api: AzureApi
+) -> None:
+    server = unique_server()
+    project.write_config(environments={"dev": {"hosting": "azure-sql", "azure": azure_block(api, server)}})
+
+    response = project.run(database_name=project.database())
+
+    # The server's name is Azure's, which no resolver here knows: the run gets as far as connecting
+    # to it as the administrator, with the password read from Key Vault.
+    assert response["status"] == "error"
+    assert response["stage"] == "provision"
+    assert response["details"]["identifier"] == server
+    assert response["details"]["connection"] == "address and kept password"
+    assert response["details"]["endpoint"] == f"{server}.postgres.database.azure.com:5432"
+    assert any("firewall-rule" in s for s in response["recovery"]["suggestions"])
+    assert api.requests("GET", f"/secrets/{server}-admin"), "the password was read from Key Vault"
+    password = api.secret_password(f"{server}-admin")
+    log_text = (project.root / ".dbinit" / "operations.jsonl").read_text()
+    assert password not in json.dumps(response) and password not in log_text
+
+
+def test_job_dry_run_creates_nothing(project: Project, api: AzureApi) -> None:
+    project.write_config(
+        environments={"dev": {"hosting": "azure-sql", "azure": azure_block(api, unique_server())}}
+    )
+
+    response = project.run(database_name=project.database(), dry_run=True)
+
+    assert response["status"] == "success", response
+    assert response["result"]["infrastructure"] == "would_provision"
+    assert api.servers == {} and api.secrets == {}
+    assert {c.split()[0] for c in api_calls(api)} == {"GET"}

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.errors import ConfigurationError, DbinitError, ProvisioningError
@@ -410,6 +412,51 @@ def test_job_provisions_on_the_local_api_then_initializes_postgresql(
     log_text = (project.root / ".dbinit" / "operations.jsonl").read_text()
     for text in (json.dumps(first), json.dumps(second), log_text):
         assert password not in text
+
+
+def test_job_without_connection_variable_connects_to_the_instance_address_with_the_kept_password(
+    project: Project, api: GoogleCloudApi
+) -> None:
+    server = make_url(project.server.url)
+    if (server.host, server.port or 5432) != ("127.0.0.1", 5432):
+        pytest.skip(
+            "Cloud SQL instances answer on port 5432: this needs the PostgreSQL server at 127.0.0.1:5432 "
+            "(DBINIT_TEST_POSTGRES_URL), which the instance's address then names"
+        )
+    instance, admin = unique_instance(), f"dbinit_{uuid.uuid4().hex[:8]}"
+
+    def create_role(user: str, password: str) -> None:
+        with project.server.connect() as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(user), password)
+            )
+
+    api.on_user_insert = create_role
+    project.write_config(
+        environments={"dev": {"hosting": "gcp-sql", "gcp": gcp_block(api, instance, admin_user=admin)}}
+    )
+    name = project.database()
+    try:
+        response = project.run(database_name=name)
+
+        assert response["status"] == "success", response
+        details = response["result"]["infrastructure_details"]
+        assert details["connection"] == "address and kept password"
+        assert details["endpoint"] == "127.0.0.1:5432"
+        assert details["password_secret"] == f"projects/{PROJECT}/secrets/{instance}-dbinit-admin"
+        with project.server.connect() as conn:
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+        assert owner == (admin,), "the database was created by the user dbinit made, through the address"
+        assert set(CORE_TABLES) <= project.server.tables(name)
+        password = api.secret_password(f"{instance}-dbinit-admin")
+        log_text = (project.root / ".dbinit" / "operations.jsonl").read_text()
+        assert password not in json.dumps(response) and password not in log_text
+    finally:
+        project.server.drop(name)
+        with project.server.connect() as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(admin)))
 
 
 def test_job_dry_run_creates_nothing(project: Project, api: GoogleCloudApi) -> None:
