@@ -52,7 +52,9 @@ def api(tls: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         "IDENTITY_ENDPOINT",
     ):
         monkeypatch.delenv(var, raising=False)
-    azure_module.credential.cache_clear()  # one credential per authority: each server is a new one
+    # Credentials and Key Vault clients are kept per authority and vault: each server is a new one.
+    azure_module.credential.cache_clear()
+    azure_module._secret_client.cache_clear()
     yield server
     server.close()
 

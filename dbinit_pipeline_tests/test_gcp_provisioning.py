@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.errors import ConfigurationError, DbinitError, ProvisioningError
 from dbinit_pipeline.resources.cloud import ENVIRONMENT_LABEL, cloud_disk_space, ensure_cloud_infrastructure
+from dbinit_pipeline.resources.gcp import application_default_credentials
 from dbinit_pipeline.schema.core.models import CORE_TABLES
 from dbinit_pipeline_tests.cloud_rest_apis import GoogleCloudApi, google_error
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
@@ -38,6 +39,8 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GoogleCloud
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
     for var in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GOOGLE_CLOUD_QUOTA_PROJECT"):
         monkeypatch.delenv(var, raising=False)
+    # Credentials are kept per key file for the process; each test's server signs its own tokens.
+    application_default_credentials.cache_clear()
     yield server
     server.close()
 
@@ -471,3 +474,37 @@ def test_job_dry_run_creates_nothing(project: Project, api: GoogleCloudApi) -> N
     assert [s.path for s in api.requests("POST")] == ["/token"] * len(api.requests("POST")), (
         "only the token grant"
     )
+
+
+def test_dbinit_plan_lists_what_would_be_created_and_sends_no_write(
+    project: Project, api: GoogleCloudApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dbinit_pipeline.cli import main
+
+    instance = unique_instance()
+    project.write_config(environments={"dev": {"hosting": "gcp-sql", "gcp": gcp_block(api, instance)}})
+
+    code = main(["--config", str(project.config_path), "plan", "dev", "--database-name", project.database()])
+
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0, printed
+    assert printed["result"]["infrastructure"] == "would_provision"
+    assert f"Cloud SQL instance {instance}" in printed["result"]["infrastructure_details"]["would_create"]
+    assert printed["result"]["plan"]["hash"]
+    assert {s.method for s in api.seen if s.path != "/token"} == {"GET"}
+    assert api.instances == {}
+
+
+def test_private_network_instance_is_created_without_a_public_address(
+    tmp_path: Path, api: GoogleCloudApi
+) -> None:
+    network = f"projects/{PROJECT}/global/networks/private-vpc"
+    config = write_config(
+        tmp_path, gcp_block(api, unique_instance(), private_network=network, disk_autoresize=False)
+    )
+
+    ensure_cloud_infrastructure(config, "dev", "gcp-sql", dry_run=False)
+
+    settings = api.requests("POST", r"/instances")[0].body["settings"]
+    assert settings["ipConfiguration"] == {"ipv4Enabled": False, "privateNetwork": network}
+    assert settings["storageAutoResize"] is False

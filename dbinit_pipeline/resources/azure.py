@@ -646,10 +646,16 @@ def _planned(target: AzureTarget, would: list[str]) -> CloudInfrastructure:
     )
 
 
+@lru_cache(maxsize=8)
+def _secret_client(vault_url: str, authority_host: str | None) -> SecretClient:
+    """One client per vault and process: every connect reads the secret, not the challenge and token."""
+    return SecretClient(vault_url, credential(authority_host), retry_total=0)
+
+
 def read_secret(where: str) -> tuple[str, str]:
     """(username, password) from `<vault url>|<secret name>|<default login>|<authority host>`."""
     vault_url, name, login, authority = [*where.split("|"), "", "", ""][:4]
-    client = SecretClient(vault_url, credential(authority or None), retry_total=0)
+    client = _secret_client(vault_url, authority or None)
     try:
         value = client.get_secret(name).value or ""
     except ResourceNotFoundError:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import google.auth
@@ -31,6 +33,7 @@ from dbinit_pipeline.resources.cloud import (
     GCP_HOSTING,
     CloudInfrastructure,
     Deadline,
+    Poll,
     deadline_error,
     disk_result,
     generate_password,
@@ -291,6 +294,13 @@ def identity(config: LoadedConfig, environment: str) -> str:
 # --- clients ------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4)
+def application_default_credentials(key_file: str | None) -> Any:
+    """ADC, once per process and key file: its token is reused until it expires, not fetched per connect."""
+    credentials, _ = google.auth.default(scopes=SCOPES)
+    return credentials
+
+
 class GcpApis:
     """Discovery clients for Cloud SQL Admin, Secret Manager and Monitoring on one authorized HTTP."""
 
@@ -298,7 +308,7 @@ class GcpApis:
         self.target = target
         key = target.config_key
         try:
-            credentials, _ = google.auth.default(scopes=SCOPES)
+            credentials = application_default_credentials(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"))
         except DefaultCredentialsError as exc:
             raise gcp_error(exc, doing="loading Google credentials", config_key=key) from None
         self._http = google_auth_httplib2.AuthorizedHttp(
@@ -458,7 +468,7 @@ def wait_for_operation(
         )
 
 
-def _deadline(poll: Any, target: GcpTarget, deadline: Deadline) -> ProvisioningError:
+def _deadline(poll: Poll, target: GcpTarget, deadline: Deadline) -> ProvisioningError:
     if poll.last == STOPPED:
         first = (
             f"It is stopped; dbinit does not start existing infrastructure. Start it: gcloud sql instances "
