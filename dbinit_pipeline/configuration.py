@@ -67,7 +67,7 @@ class AwsSettings(_Strict):
 class GcpSettings(_Strict):
     """`environments.<env>.gcp`: the Cloud SQL instance of a `gcp-sql` environment."""
 
-    project: str | None = Field(default=None, description="default: the project of the Google credentials")
+    project: str | None = Field(default=None, description="required for provisioning: the project id")
     region: str = "us-central1"
     instance: str | None = Field(default=None, description="default: <project>-<env>")
     database_version: str | None = Field(default=None, description="default: POSTGRES_16 or MYSQL_8_0")

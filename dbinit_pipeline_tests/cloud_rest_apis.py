@@ -16,6 +16,7 @@ import datetime
 import ipaddress
 import json
 import re
+import socket
 import ssl
 import threading
 import uuid
@@ -32,6 +33,25 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 Reply = tuple[int, Any, dict[str, str]]
+
+
+def loopback_only(monkeypatch: Any) -> list[Any]:
+    """Make every socket connection off loopback fail the test (a cloud library's metadata probe,
+    say); returns the addresses that were refused."""
+    refused: list[Any] = []
+    connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and not ipaddress.ip_address(host).is_loopback:
+            refused.append(address)
+            raise ConnectionRefusedError(f"the tests reach loopback only, not {address}")
+        connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    return refused
+
+
 TOKEN = "ya29.local-test-token"
 
 

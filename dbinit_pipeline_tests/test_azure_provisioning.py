@@ -24,7 +24,7 @@ from dbinit_pipeline.errors import ConfigurationError, DbinitError, Provisioning
 from dbinit_pipeline.resources import azure as azure_module
 from dbinit_pipeline.resources.cloud import ENVIRONMENT_LABEL, cloud_disk_space, ensure_cloud_infrastructure
 from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline_tests.cloud_rest_apis import AzureApi, arm_error, self_signed_certificate
+from dbinit_pipeline_tests.cloud_rest_apis import AzureApi, arm_error, loopback_only, self_signed_certificate
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
@@ -40,6 +40,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def api(tls: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[AzureApi]:
     server = AzureApi(tls)
+    refused = loopback_only(monkeypatch)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))  # trusted by requests, under azure-core
     monkeypatch.setenv("AZURE_TENANT_ID", AzureApi.TENANT)
     monkeypatch.setenv("AZURE_CLIENT_ID", "dbinit-test-app")
@@ -57,6 +58,7 @@ def api(tls: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     azure_module._secret_client.cache_clear()
     yield server
     server.close()
+    assert refused == [], "nothing but the local server is reached"
 
 
 def unique_server() -> str:

@@ -25,7 +25,7 @@ from dbinit_pipeline.errors import ConfigurationError, DbinitError, Provisioning
 from dbinit_pipeline.resources.cloud import ENVIRONMENT_LABEL, cloud_disk_space, ensure_cloud_infrastructure
 from dbinit_pipeline.resources.gcp import application_default_credentials
 from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline_tests.cloud_rest_apis import GoogleCloudApi, google_error
+from dbinit_pipeline_tests.cloud_rest_apis import GoogleCloudApi, google_error, loopback_only
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 
 PROJECT = "dbinit-test-project"
@@ -35,6 +35,7 @@ FAST = {"poll_interval": 0.01, "wait_timeout": 5}
 @pytest.fixture
 def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GoogleCloudApi]:
     server = GoogleCloudApi(PROJECT)
+    refused = loopback_only(monkeypatch)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(server.service_account_file(tmp_path)))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
     for var in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GOOGLE_CLOUD_QUOTA_PROJECT"):
@@ -43,6 +44,7 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GoogleCloud
     application_default_credentials.cache_clear()
     yield server
     server.close()
+    assert refused == [], "nothing but the local server is reached"
 
 
 def unique_instance() -> str:

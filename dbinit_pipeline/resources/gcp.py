@@ -236,23 +236,21 @@ def default_instance(project: str, environment: str) -> str:
     return folded[:_INSTANCE_MAX].rstrip("-")
 
 
-def gcp_target(config: LoadedConfig, environment: str, *, resolve_project: bool = True) -> GcpTarget:
+def gcp_target(config: LoadedConfig, environment: str, *, strict: bool = True) -> GcpTarget:
     """The environment's Cloud SQL settings with defaults applied; bad values name their key."""
     env = config.environment(environment)
     settings = env.gcp or GcpSettings()
     key = f"environments.{environment}.gcp"
     provider = config.model.database.provider
     project = settings.project
-    if project is None and resolve_project:
-        try:
-            project = google.auth.default(scopes=SCOPES)[1]
-        except DefaultCredentialsError as exc:
-            raise gcp_error(exc, doing="finding the Google Cloud project", config_key=key) from None
     if not project:
-        if resolve_project:
+        if strict:
+            # Never guessed from the credentials: the project decides where instances are created.
             raise ConfigurationError(
-                f"{key}.project is not set and the Google credentials name no project ({config.path})",
-                suggestions=[f"Set {key}.project to the id of the project that holds the instance."],
+                f"{key}.project is not set ({config.path})",
+                suggestions=[
+                    f"Set {key}.project to the id of the Google Cloud project that holds the instance."
+                ],
             )
         project = "default"
     instance = settings.instance or default_instance(config.model.project, environment)
@@ -287,7 +285,7 @@ def gcp_target(config: LoadedConfig, environment: str, *, resolve_project: bool 
 
 
 def identity(config: LoadedConfig, environment: str) -> str:
-    target = gcp_target(config, environment, resolve_project=False)
+    target = gcp_target(config, environment, strict=False)
     return f"{target.project}/{target.settings.region}/{target.instance}"
 
 
