@@ -10,6 +10,7 @@ real PostgreSQL named by the connection variable.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -510,3 +511,19 @@ def test_private_network_instance_is_created_without_a_public_address(
     settings = api.requests("POST", r"/instances")[0].body["settings"]
     assert settings["ipConfiguration"] == {"ipv4Enabled": False, "privateNetwork": network}
     assert settings["storageAutoResize"] is False
+
+
+def test_missing_client_libraries_name_the_extra_to_install(
+    tmp_path: Path, api: GoogleCloudApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if `pip install dbinit_pipeline` ran without [gcp]: importing the discovery client fails.
+    monkeypatch.setitem(sys.modules, "googleapiclient", None)
+    monkeypatch.delitem(sys.modules, "dbinit_pipeline.resources.gcp")
+    config = write_config(tmp_path, gcp_block(api, unique_instance()))
+
+    with pytest.raises(ConfigurationError) as caught:
+        ensure_cloud_infrastructure(config, "dev", "gcp-sql", dry_run=False)
+
+    assert caught.value.code == "missing_extra"
+    assert caught.value.suggestions == ["pip install 'dbinit_pipeline[gcp]'"]
+    assert api.requests() == []

@@ -56,6 +56,7 @@ _MODULES = {
     GCP_HOSTING: ("dbinit_pipeline.resources.gcp", "gcp"),
     AZURE_HOSTING: ("dbinit_pipeline.resources.azure", "azure"),
 }
+_EXTRA_PACKAGES = ("google", "googleapiclient", "httplib2", "azure", "msal")
 _SECRET_KINDS = {"gcp-secret": GCP_HOSTING, "azure-secret": AZURE_HOSTING}
 
 T = TypeVar("T")
@@ -81,6 +82,8 @@ def cloud_module(hosting: str) -> CloudModule:
     try:
         module: ModuleType = importlib.import_module(name)
     except ImportError as exc:
+        if not (exc.name or "").startswith(_EXTRA_PACKAGES):
+            raise  # an import of dbinit's own failed: a bug, not a missing extra
         raise ConfigurationError(
             f"hosting {hosting!r} needs client libraries that are not installed ({exc.name or exc})",
             code="missing_extra",
