@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import ipaddress
 import json
 import re
@@ -180,6 +181,15 @@ def google_error(status: int, message: str, status_name: str, reason: str) -> di
     }
 
 
+@functools.cache
+def _service_account_key() -> str:
+    """One RSA key per test session: generating one takes a noticeable part of a second."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
 class GoogleCloudApi(RestServer):
     """Cloud SQL Admin v1, Secret Manager v1, Cloud Monitoring v3 and an OAuth token endpoint."""
 
@@ -226,10 +236,7 @@ class GoogleCloudApi(RestServer):
 
     def service_account_file(self, folder: Path) -> Path:
         """A service account key whose token_uri is this server, for GOOGLE_APPLICATION_CREDENTIALS."""
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
+        pem = _service_account_key()
         path = folder / "service-account.json"
         path.write_text(
             json.dumps(
