@@ -132,7 +132,7 @@ class EnvironmentSettings(_Strict):
     @field_validator("connection_string_env")
     @classmethod
     def _env_var_name(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_VAR.match(value):
+        if value is not None and not ENV_VAR.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not an environment variable name; give the NAME of the variable "
                 "that holds the URL, never the URL itself"
@@ -151,6 +151,9 @@ class SafetySettings(_Strict):
     approvers: dict[str, list[str]] = Field(default_factory=dict)
     approval_ttl: str = "24h"
     lock_timeout: float = Field(default=60.0, ge=0)
+    # Seconds one migration statement may run (PostgreSQL statement_timeout, MariaDB
+    # max_statement_time); 0 turns the bound off.
+    statement_timeout: float = Field(default=1800.0, ge=0, le=86400 * 7)
 
 
 class NotifierSettings(_Strict):
@@ -185,7 +188,7 @@ class ProjectConfig(_Strict):
         if not value:
             raise ValueError("configure at least one environment")
         for name in value:
-            if not ENV_NAME.match(name):
+            if not ENV_NAME.fullmatch(name):
                 raise ValueError(
                     f"environment name {name!r} must start with a lowercase letter and use only "
                     "lowercase letters, digits and underscores (it becomes the job name initialize_<env>)"
@@ -246,6 +249,11 @@ class LoadedConfig:
         env = self.environment(name)
         hosting = env.hosting or self.model.database.hosting
         return "local" if hosting == "localhost" else hosting
+
+    @property
+    def statement_timeout_s(self) -> float | None:
+        value = self.model.safety.statement_timeout
+        return value or None
 
     def is_protected(self, name: str) -> bool:
         return name in self.model.safety.protected_environments

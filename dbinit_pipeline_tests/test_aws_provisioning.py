@@ -786,7 +786,7 @@ def test_job_dry_run_on_aws_creates_nothing(project: Project, moto_url: str, rds
     name = project.database()
     before = instance_ids(rds)
 
-    response = project.run(database_name=name, dry_run=True)
+    response = project.run(database_name=name, dry_run=True, sql=True)
 
     assert response["status"] == "success", response
     assert response["result"]["infrastructure"] == "would_provision"

@@ -61,18 +61,20 @@ def test_graph_prints_mermaid_and_dot(project: Project) -> None:
     assert '"audit" -> "billing";' in dot.stdout
 
 
-def test_plan_prints_sql_per_package_and_creates_nothing(project: Project) -> None:
+def test_plan_lists_pending_per_package_and_plan_sql_prints_sql_and_creates_nothing(project: Project) -> None:
     three_packages(project)
     name = project.database()
     result = dbinit(project, "plan", "dev", "--database-name", name)
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
-    sql = response["result"]["plan"]["sql"]
-    assert list(sql) == ["core", "billing", "notifications", "audit"]
-    assert "CREATE TABLE audit_log" in sql["audit"] and "REFERENCES invoices" in sql["audit"]
+    plan = response["result"]["plan"]
+    assert [p["name"] for p in plan["pending"]] == ["core", "billing", "notifications", "audit"]
+    assert plan["scripts_run"] is False and "sql" not in plan
     assert response["result"]["database"] == "would_create"
     raw = dbinit(project, "plan", "dev", "--database-name", name, "--sql")
     assert "-- package audit" in raw.stdout and "CREATE TABLE invoices" in raw.stdout
+    assert "REFERENCES invoices" in raw.stdout
+    assert "offline mode" in raw.stdout, "plan --sql says that it ran the scripts"
     assert not project.server.database_exists(name)
 
 

@@ -95,7 +95,7 @@ def test_generated_database_name_is_project_and_environment(project: Project) ->
 
 def test_dry_run_creates_nothing(project: Project) -> None:
     name = project.database()
-    response = project.run(database_name=name, dry_run=True)
+    response = project.run(database_name=name, dry_run=True, sql=True)
     assert response["status"] == "success", response
     assert response["result"]["dry_run"] is True
     assert response["result"]["database"] == "would_create"

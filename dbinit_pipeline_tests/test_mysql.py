@@ -125,7 +125,7 @@ def test_fresh_run_creates_a_utf8mb4_database_with_the_core_schema(mysql_project
 
 def test_dry_run_shows_mysql_sql_and_creates_nothing(mysql_project: MySQLProject) -> None:
     name = mysql_project.database()
-    response = mysql_project.run(database_name=name, dry_run=True)
+    response = mysql_project.run(database_name=name, dry_run=True, sql=True)
     assert response["status"] == "success", response
     assert response["result"]["database"] == "would_create"
     assert "CREATE TABLE users" in response["result"]["plan"]["sql"]["core"]

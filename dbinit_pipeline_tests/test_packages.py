@@ -286,7 +286,7 @@ def test_dry_run_on_existing_database_shows_only_pending_sql_and_changes_nothing
     name = project.database()
     assert project.run(database_name=name)["status"] == "success"
     project.write_package("a", migrations=[("ra", None, table("ta")), ("ra2", "ra", table("ta2"))])
-    response = project.run(database_name=name, dry_run=True)
+    response = project.run(database_name=name, dry_run=True, sql=True)
     assert response["status"] == "success", response
     sql = response["result"]["plan"]["sql"]
     assert list(sql) == ["a"]
