@@ -64,6 +64,60 @@ class AwsSettings(_Strict):
     max_attempts: int = Field(default=5, ge=1, description="calls per AWS request, retries included")
 
 
+class GcpSettings(_Strict):
+    """`environments.<env>.gcp`: the Cloud SQL instance of a `gcp-sql` environment."""
+
+    project: str | None = Field(default=None, description="required for provisioning: the project id")
+    region: str = "us-central1"
+    instance: str | None = Field(default=None, description="default: <project>-<env>")
+    database_version: str | None = Field(default=None, description="default: POSTGRES_16 or MYSQL_8_0")
+    tier: str = "db-custom-1-3840"
+    edition: Literal["ENTERPRISE", "ENTERPRISE_PLUS"] = "ENTERPRISE"
+    disk_size_gb: int = Field(default=10, ge=10)
+    disk_autoresize: bool = True
+    disk_autoresize_limit_gb: int = Field(default=0, ge=0, description="0: no limit")
+    private_network: str | None = Field(default=None, description="projects/<p>/global/networks/<vpc>")
+    authorized_networks: list[str] = Field(default_factory=list, description="CIDR ranges for public IP")
+    labels: dict[str, str] = Field(default_factory=dict)
+    admin_user: str = "dbinit_admin"
+    password_secret: str | None = Field(
+        default=None, description="Secret Manager secret id; default: <instance>-dbinit-admin"
+    )
+    endpoint_url: str | None = Field(default=None, description="Cloud SQL Admin API root, for tests and PSC")
+    secret_manager_endpoint_url: str | None = None
+    monitoring_endpoint_url: str | None = None
+    wait_timeout: float = Field(default=1200.0, gt=0, description="seconds until RUNNABLE")
+    poll_interval: float = Field(default=10.0, gt=0, description="first pause between polls, seconds")
+    max_attempts: int = Field(
+        default=5, ge=1, description="calls per request, retries of throttling included"
+    )
+
+
+class AzureSettings(_Strict):
+    """`environments.<env>.azure`: the flexible server of an `azure-sql` environment."""
+
+    subscription_id: str | None = Field(default=None, description="default: $AZURE_SUBSCRIPTION_ID")
+    resource_group: str | None = None
+    location: str = "eastus"
+    server: str | None = Field(default=None, description="default: <project>-<env>")
+    version: str | None = Field(default=None, description="default: 16 (PostgreSQL), 8.0.21 (MySQL)")
+    sku_name: str = "Standard_B1ms"
+    sku_tier: Literal["Burstable", "GeneralPurpose", "MemoryOptimized"] = "Burstable"
+    storage_gb: int = Field(default=32, ge=20)
+    storage_auto_grow: bool = True
+    administrator_login: str = "dbinit_admin"
+    key_vault_url: str | None = Field(default=None, description="https://<vault>.vault.azure.net")
+    password_secret: str | None = Field(default=None, description="Key Vault secret; default <server>-admin")
+    tags: dict[str, str] = Field(default_factory=dict)
+    endpoint_url: str | None = Field(default=None, description="Azure Resource Manager URL, for tests")
+    authority_host: str | None = Field(default=None, description="Microsoft Entra authority, for tests")
+    wait_timeout: float = Field(default=1800.0, gt=0, description="seconds until Ready")
+    poll_interval: float = Field(default=10.0, gt=0, description="first pause between polls, seconds")
+    max_attempts: int = Field(
+        default=5, ge=1, description="calls per request, retries of throttling included"
+    )
+
+
 class EnvironmentSettings(_Strict):
     connection_string_env: str | None = None
     hosting: Hosting | None = None
@@ -72,6 +126,8 @@ class EnvironmentSettings(_Strict):
     database_name: str | None = None
     rebuild: RebuildSchedule | None = None
     aws: AwsSettings | None = None
+    gcp: GcpSettings | None = None
+    azure: AzureSettings | None = None
 
     @field_validator("connection_string_env")
     @classmethod

@@ -159,6 +159,10 @@ def _locate(config: LoadedConfig, plan: InitPlan) -> tuple[str, ServerRef | None
         return server_identity(ref), ref, ""
     if plan.hosting == "embedded":
         identity = f"embedded:{embedded_server_for(config, plan.environment).pgdata}"
+    elif plan.hosting in ("gcp-sql", "azure-sql"):
+        from dbinit_pipeline.resources.cloud import cloud_identity
+
+        identity = cloud_identity(config, plan.environment, plan.hosting)
     else:
         aws = config.environment(plan.environment).aws
         region = aws.region if aws else "default"

@@ -141,6 +141,11 @@ class ServerRef:
 
             username, secret = resolve_secret_source(where)  # registers the password for redaction
             url = make_url(self.url_display).set(username=username, password=secret)
+        elif kind in ("gcp-secret", "azure-secret"):
+            from dbinit_pipeline.resources.cloud import resolve_cloud_secret
+
+            username, secret = resolve_cloud_secret(kind, where)  # registers the password for redaction
+            url = make_url(self.url_display).set(username=username, password=secret)
         elif kind == "file":
             url = make_url(self.url_display)
             secret = Path(where).read_text().strip()

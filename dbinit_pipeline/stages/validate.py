@@ -5,7 +5,7 @@ import re
 
 from dagster import Config, OpExecutionContext, op
 
-from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.configuration import CLOUD_HOSTINGS, LoadedConfig
 from dbinit_pipeline.errors import ConfigurationError, InputError
 from dbinit_pipeline.providers import provider_for
 from dbinit_pipeline.resources.operation_log import OperationLog
@@ -47,7 +47,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
     provider = provider_for(model.database.provider)
     hosting = config.hosting(environment)
     protected = config.is_protected(environment)
-    if hosting != "embedded" and not hosting.startswith("aws-"):
+    if hosting not in ("embedded", *CLOUD_HOSTINGS):
         var = env.connection_string_env
         if not var:
             raise ConfigurationError(

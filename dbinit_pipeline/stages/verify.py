@@ -18,7 +18,11 @@ from dbinit_pipeline.stages.results import PackagesApplied, Verified
 
 
 def cloud_checks(config: LoadedConfig, environment: str, hosting: str) -> dict[str, dict[str, Any]] | None:
-    """Checks only the cloud can answer: an RDS or Aurora server's disk comes from CloudWatch."""
+    """Checks only the cloud can answer: a cloud server's disk comes from its monitoring API."""
+    if hosting in ("gcp-sql", "azure-sql"):
+        from dbinit_pipeline.resources.cloud import cloud_disk_space
+
+        return {"disk": cloud_disk_space(config, environment, hosting)}
     if hosting not in ("aws-rds", "aws-aurora"):
         return None
     from dbinit_pipeline.resources.aws import aws_disk_space
