@@ -132,7 +132,23 @@ KEPT = {
     "verifications": "id, identifier, value, expires_at, created_at, updated_at",
     "workspaces": "id, name, slug, created_at",
     "workspace_members": "id, workspace_id, user_id, created_at",
+    "shop_orders": "id, workspace_id, user_id",
 }
+# A package applied before the upgrade, its foreign keys into the core as the example packages
+# declare them (varchar(64), which the core's ids were).
+SHOP = (
+    "shop1",
+    None,
+    """
+    op.create_table(
+        "shop_orders",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("workspace_id", sa.String(64), sa.ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    )
+    """,
+)
+SHOP_ROWS = "INSERT INTO shop_orders (id, workspace_id, user_id) VALUES (1, 'w1', %s), (2, 'w2', %s)"
 
 
 def snapshot(sql: Sql) -> dict[str, list[tuple[Any, ...]]]:
@@ -142,8 +158,9 @@ def snapshot(sql: Sql) -> dict[str, list[tuple[Any, ...]]]:
 def upgrade_keeps_every_row(sql: Sql, run: Callable[[], dict[str, Any]]) -> None:
     for statement, params in SEED:
         sql(statement, *params)
+    sql(SHOP_ROWS, U1, U2)
     before = snapshot(sql)
-    assert [len(before[t]) for t in KEPT] == [2, 1, 2, 1, 2, 2]
+    assert [len(before[t]) for t in KEPT] == [2, 1, 2, 1, 2, 2, 2]
 
     response = run()
     assert response["status"] == "success", response
@@ -168,7 +185,7 @@ def upgrade_keeps_every_row(sql: Sql, run: Callable[[], dict[str, Any]]) -> None
     sql("DELETE FROM users WHERE id = %s", U1)
     assert one(sql, "SELECT COUNT(*) FROM users") == 1
     assert sql("SELECT id FROM workspaces ORDER BY id") == [("w1",), ("w2",)]
-    for table in ("sessions", "accounts", "workspace_members"):
+    for table in ("sessions", "accounts", "workspace_members", "shop_orders"):
         assert one(sql, f"SELECT COUNT(*) FROM {table} WHERE user_id = %s", U1) == 0, table
 
 
@@ -178,7 +195,8 @@ def test_postgresql_at_the_first_core_revision_upgrades_with_every_row_kept(proj
         conn.execute(f'CREATE DATABASE "{name}"')
     display = make_url(project.server.url).render_as_string(hide_password=True)
     server = DatabaseServer(ServerRef("postgresql", display, f"env:{TEST_URL_VAR}", "postgres"))
-    MigrationRunner(server, name).apply([FIRST_CORE])
+    shop = read_package(project.write_package("shop", migrations=[SHOP]))
+    MigrationRunner(server, name).apply([FIRST_CORE, shop])
     upgrade_keeps_every_row(pg_sql(project, name), lambda: project.run(database_name=name))
 
 
@@ -187,7 +205,8 @@ def test_mysql_at_the_first_core_revision_upgrades_with_every_row_kept(mysql_pro
     mysql_project.server.query(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     display = make_url(mysql_project.server.url).render_as_string(hide_password=True)
     server = DatabaseServer(ServerRef("mysql", display, f"env:{TARGET_VAR}", "information_schema"))
-    MigrationRunner(server, name).apply([FIRST_CORE])
+    shop = read_package(mysql_project.write_package("shop", migrations=[SHOP]))
+    MigrationRunner(server, name).apply([FIRST_CORE, shop])
     upgrade_keeps_every_row(mysql_sql(mysql_project, name), lambda: mysql_project.run(database_name=name))
 
 
