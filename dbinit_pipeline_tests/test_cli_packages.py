@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.schema.package import read_package
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 
 DBINIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dbinit"
@@ -83,7 +85,7 @@ def test_status_lists_applied_and_pending_per_package(project: Project) -> None:
     name = project.database()
     before = json.loads(dbinit(project, "status", "dev", "--database-name", name).stdout)
     assert before["result"]["database_exists"] is False
-    assert before["result"]["pending"] == 4
+    assert before["result"]["pending"] == 3 + len(read_package(CORE_PACKAGE_DIR).migrations)
     init = dbinit(project, "init", "dev", "--database-name", name)
     assert init.returncode == 0, init.stdout + init.stderr
     assert "package_schemas" in init.stderr, "progress per stage goes to stderr"
