@@ -18,13 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from dbinit_pipeline.errors import PackageError
-from dbinit_pipeline.schema.ledger import LEDGER_TABLE, SNAPSHOT_TABLE, VERSION_TABLE
+from dbinit_pipeline.schema.ledger import CLONES_TABLE, LEDGER_TABLE, SNAPSHOT_TABLE, VERSION_TABLE
 from dbinit_pipeline.schema.package import Package
 from dbinit_pipeline.schema.shape import TableShape, describe_model
 
 # The snapshot table is optional: databases initialized before it existed get it on their next run.
 BOOKKEEPING_TABLES = (LEDGER_TABLE, VERSION_TABLE)
-OPTIONAL_TABLES = (SNAPSHOT_TABLE,)
+OPTIONAL_TABLES = (SNAPSHOT_TABLE, CLONES_TABLE)
 
 
 @dataclass
