@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
@@ -263,6 +264,27 @@ def _tenant_of(response: dict[str, Any]) -> str:
     if "tenant" in response:
         return str(response["tenant"])
     return str(response.get("result", {}).get("fleet", {}).get("tenant", "?"))
+
+
+def initialize_batch(
+    config: LoadedConfig,
+    environment: str,
+    tenants: Sequence[str],
+    *,
+    run_id: str,
+    record: Callable[[dict[str, Any]], object] | None = None,
+) -> list[dict[str, Any]]:
+    """The tenants of one step, up to `fleet.concurrency` at once on threads (the work waits on
+    the server); the slots bound them together with every other step's. Responses in order."""
+    workers = min(fleet_settings(config, environment).concurrency, len(tenants))
+    if workers <= 1:
+        return [initialize_tenant(config, environment, t, run_id=run_id, record=record) for t in tenants]
+    with ThreadPoolExecutor(workers, thread_name_prefix="tenant") as pool:
+        return list(
+            pool.map(
+                lambda t: initialize_tenant(config, environment, t, run_id=run_id, record=record), tenants
+            )
+        )
 
 
 def as_batches(tenants: Sequence[str], size: int) -> list[list[str]]:

@@ -41,6 +41,7 @@ from dbinit_pipeline.fleet import (
     first_builds_template,
     fleet_settings,
     fleet_summary,
+    initialize_batch,
     initialize_tenant,
     partition_set_name,
     tenant_names,
@@ -113,18 +114,16 @@ def fleet_plan(
 def fleet_tenants(
     context: OpExecutionContext, batch: list[str], project: ProjectResource, operation_log: OperationLog
 ) -> list[dict[str, Any]]:
-    """Initialize each tenant of the batch in turn; a failure is that tenant's response, never a raise."""
+    """Initialize the batch's tenants; a failure is that tenant's response, never a raise."""
     loaded = project.load()
-    responses = []
-    for tenant in batch:
-        response = initialize_tenant(
-            loaded, project.environment, tenant, run_id=context.run_id, record=operation_log.append
-        )
+    responses = initialize_batch(
+        loaded, project.environment, batch, run_id=context.run_id, record=operation_log.append
+    )
+    for tenant, response in zip(batch, responses, strict=True):
         if response["status"] == "success":
             context.log.info(f"{tenant}: {response['message']}")
         else:
             context.log.error(f"{tenant}: failed at {response['stage']}: {response['error']}")
-        responses.append(response)
     return responses
 
 
