@@ -253,3 +253,34 @@ def test_the_same_fleet_on_celery_workers_end_to_end(
     check_fleet(fleet_project, home, [*tenants, "added_later"], "broken")
     worker_log = (tmp_path / "worker.log").read_text()
     assert "fleet_tenants" in worker_log or "Executing steps" in worker_log, worker_log[-2000:]
+
+
+def test_the_executor_comes_from_the_configuration_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    from dbinit_pipeline.configuration import load_config
+    from dbinit_pipeline.errors import ConfigurationError
+    from dbinit_pipeline.fleet_job import build_fleet_job
+
+    path = tmp_path / "dbinit.yaml"
+
+    def job_for(executor: str) -> Any:
+        path.write_text(
+            "project: p\nenvironments:\n  saas:\n    hosting: local\n    connection_string_env: X\n"
+            f"    fleet: {{tenants: [a], concurrency: 3, executor: {executor}}}\n"
+        )
+        return build_fleet_job(load_config(path), "saas")
+
+    assert job_for("multiprocess").executor_def.name == "multiprocess_executor"
+    assert job_for("celery").executor_def.name == "celery"
+    assert job_for("ecs").executor_def.name == "ecs"
+    try:
+        import dagster_k8s  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigurationError, match=r"dagster-k8s is not installed"):
+            job_for("k8s")
+    else:
+        assert job_for("k8s").executor_def.name == "k8s"
+    path.write_text(
+        "project: p\nenvironments:\n  saas:\n    fleet: {tenants: [a], database_name: 'p_{env}'}\n"
+    )
+    with pytest.raises(ConfigurationError, match=r"must contain \{tenant\}"):
+        tenant_database(load_config(path), "saas", "a")
