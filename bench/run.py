@@ -12,7 +12,10 @@ tool), runs on a fresh database each:
 - `alembic upgrade heads` over the same revision scripts, one branch per package, one transaction;
 - the bare Dagster job (eight empty ops, in-process executor) through `dagster job execute`;
 - the whole dbinit job through `dbinit init` and through `dagster job execute`;
-- and the no-op re-run of each tool that keeps a record of what it applied.
+- and the no-op re-run of each tool that keeps a record of what it applied;
+- then the rebuild of a database from its template (`dbinit init --if-exists recreate` with
+  templates on, after one untimed build kept the template) and, at 50x4, one `fleet_dev` run of
+  50 tenant databases (its first tenant builds the template), against 50 x the floor.
 
 Every database is created, checkpointed and dropped outside the timed part. Wall time is the
 median of the runs; peak RSS is the tool's own (GNU time's %M, which forks the tool from a small

@@ -296,11 +296,11 @@ def test_a_missing_template_replays_and_templates_are_off_by_default(project: Pr
     try:
         response = project.run(database_name=project.database())
         kept = response["result"]["template"]["kept"]
+        drop_template(project.server, kept["template_database"])
         assert with_half_made in kept["dropped"]
         assert response["result"]["template"]["used"]["status"] == "replayed"
     finally:
         project.server.drop(with_half_made)
-        drop_template(project.server, kept["template_database"])
 
 
 def test_protected_environments_use_templates_only_when_enabled_there(tmp_path: Path) -> None:
