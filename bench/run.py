@@ -12,7 +12,10 @@ tool), runs on a fresh database each:
 - `alembic upgrade heads` over the same revision scripts, one branch per package, one transaction;
 - the bare Dagster job (eight empty ops, in-process executor) through `dagster job execute`;
 - the whole dbinit job through `dbinit init` and through `dagster job execute`;
-- and the no-op re-run of each tool that keeps a record of what it applied.
+- and the no-op re-run of each tool that keeps a record of what it applied;
+- then the rebuild of a database from its template (`dbinit init --if-exists recreate` with
+  templates on, after one untimed build kept the template) and, at 50x4, one `fleet_dev` run of
+  50 tenant databases (its first tenant builds the template), against 50 x the floor.
 
 Every database is created, checkpointed and dropped outside the timed part. Wall time is the
 median of the runs; peak RSS is the tool's own (GNU time's %M, which forks the tool from a small
@@ -56,6 +59,13 @@ DBINIT = "dbinit init"
 DBINIT_COLD = "dbinit init, cold .dbinit/cache"
 DAGSTER = "dagster job execute initialize_dev"
 TOOLS = (FLOOR, DBMATE, ALEMBIC, BARE, DBINIT, DBINIT_COLD, DAGSTER)
+# Templates and fleets (templates.py, fleet.py), beside the rest in the same run: the rebuild
+# schedule's job (initialize_dev with if_exists: recreate) cloned from the plan's template, and
+# one fleet_dev run initializing FLEET_TENANTS databases (its first tenant builds the template).
+REBUILD = "rebuild: initialize_dev, if_exists recreate, from template"
+FLEET = "fleet_dev: 50 tenant databases, one run (in_process, 4 at once)"
+FLEET_TENANTS = 50
+FLEET_SIZE = "50x4"
 # Tools that record what they applied, so that a second run has nothing to do.
 STATEFUL = (DBMATE, ALEMBIC, DBINIT, DAGSTER)
 
@@ -287,6 +297,8 @@ class Workload:
     alembic_ini: Path
     run_config: Path
     revisions: int
+    template_config: Path = Path()
+    dagster_home: Path = Path()
 
     @property
     def label(self) -> str:
@@ -359,6 +371,24 @@ def prepare(packages: int, migrations: int, server: Server, timeout: float) -> W
     write_dbmate(chunks, folder / "dbmate")
     registry = PackageRegistry.discover([package_dir], entry_points=False)
     alembic_ini = write_alembic(registry, folder / "alembic")
+    # The same project with templates on and a fleet of FLEET_TENANTS tenants.
+    template_config = project / "dbinit-templates.yaml"
+    tenants = ", ".join(f"t{i:02d}" for i in range(FLEET_TENANTS))
+    template_config.write_text(
+        "project: benchtpl\n"
+        "database: {provider: postgresql, hosting: local}\n"
+        "environments:\n"
+        "  dev:\n"
+        "    hosting: local\n"
+        "    connection_string_env: BENCH_PG_URL\n"
+        f"    fleet: {{tenants: [{tenants}], concurrency: 4, tenants_per_step: {FLEET_TENANTS}, executor: in_process}}\n"
+        "templates: {enabled: true, keep: 1}\n"
+        "packages:\n"
+        f"  paths: [{package_dir}]\n"
+        "  entry_points: false\n"
+    )
+    dagster_home = folder / "dagster_home"
+    dagster_home.mkdir(exist_ok=True)
     return Workload(
         packages,
         migrations,
@@ -370,6 +400,8 @@ def prepare(packages: int, migrations: int, server: Server, timeout: float) -> W
         alembic_ini,
         run_config,
         expected,
+        template_config,
+        dagster_home,
     )
 
 
@@ -399,6 +431,14 @@ def commands(
             shutil.rmtree(work.project / ".dbinit" / "cache", ignore_errors=True)
         argv = [str(BIN / "dbinit"), "--config", str(work.project / "dbinit.yaml"), "init", "dev"]
         return [*argv, "--database-name", database], project_env, work.project
+    if tool == REBUILD:
+        tpl_env = env | {"DBINIT_CONFIG": str(work.template_config)}
+        argv = [str(BIN / "dbinit"), "--config", str(work.template_config), "init", "dev"]
+        return [*argv, "--database-name", database, "--if-exists", "recreate"], tpl_env, work.project
+    if tool == FLEET:
+        argv = [str(BIN / "dagster"), "job", "execute", "-m", "dbinit_pipeline", "-j", "fleet_dev"]
+        fleet_env = env | {"DBINIT_CONFIG": str(work.template_config), "DAGSTER_HOME": str(work.dagster_home)}
+        return argv, fleet_env, work.project
     if tool == DAGSTER:
         work.run_config.write_text(f"ops:\n  validate:\n    config:\n      database_name: {database}\n")
         argv = [str(BIN / "dagster"), "job", "execute", "-m", "dbinit_pipeline", "-j", "initialize_dev"]
@@ -415,7 +455,12 @@ def check_output(tool: str, finished: Finished, work: Workload) -> str:
             return "no JSON response"
         if response.get("status") != "success":
             return f"status {response.get('status')}: {str(response.get('error'))[:200]}"
-    if tool == DAGSTER and "RUN_SUCCESS" not in finished.stderr + finished.stdout:
+    if tool == REBUILD:
+        response = json.loads(finished.stdout)
+        used = response.get("result", {}).get("template", {}).get("used", {})
+        if response.get("status") != "success" or used.get("status") != "cloned":
+            return f"not cloned: {used.get('note') or response.get('error')}"
+    if tool in (DAGSTER, FLEET) and "RUN_SUCCESS" not in finished.stderr + finished.stdout:
         return "no RUN_SUCCESS event"
     return ""
 
@@ -448,6 +493,7 @@ def measure_size(
     deadline: float,
     timeout: float,
     log_dir: Path,
+    only_floor: bool = False,
 ) -> SizeResult:
     series: dict[tuple[str, str], Series] = {}
 
@@ -460,8 +506,9 @@ def measure_size(
         get(DBMATE, "no-op").unavailable = dbmate_note
     result = SizeResult(work, series)
     expected_tables = None
+    tools = (FLOOR,) if only_floor else TOOLS
     for round_no in range(runs):
-        order = list(TOOLS[round_no % len(TOOLS) :] + TOOLS[: round_no % len(TOOLS)])
+        order = list(tools[round_no % len(tools) :] + tools[: round_no % len(tools)])
         for tool in order:
             if tool == DBMATE and dbmate_bin is None:
                 continue
@@ -521,7 +568,77 @@ def measure_size(
                     result.verify_note = f"probe failed: {probe.stderr[-300:]}"
             if tool != BARE:
                 server.drop(database)
+    measure_templates(work, server, runs, deadline, timeout, log_dir, get)
     return result
+
+
+def drop_templates(server: Server) -> None:
+    for (name,) in server.admin("SELECT datname FROM pg_database WHERE datname LIKE 'dbinit_tpl_%'")[0]:
+        server.admin(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false', f'DROP DATABASE "{name}"')
+
+
+def measure_templates(
+    work: Workload, server: Server, runs: int, deadline: float, timeout: float, log_dir: Path, get: Any
+) -> None:
+    """The rebuild from a template (kept by one untimed build first) and, at FLEET_SIZE, the fleet."""
+    env = base_env(server) | {"DBINIT_CONFIG": str(work.template_config)}
+    database = f"bench_{work.label}_rebuild"
+    drop_templates(server)
+    server.drop(database)
+    built = subprocess.run(
+        [
+            str(BIN / "dbinit"),
+            "--config",
+            str(work.template_config),
+            "init",
+            "dev",
+            "--database-name",
+            database,
+        ],
+        cwd=work.project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    kept = json.loads(built.stdout or "{}").get("result", {}).get("template", {}).get("kept", {})
+    if kept.get("status") != "kept":
+        get(REBUILD, "fresh").unavailable = f"the template was not built: {kept or built.stderr[-300:]}"
+    tenants = [f"benchtpl_dev_t{i:02d}" for i in range(FLEET_TENANTS)]
+    for round_no in range(runs):
+        jobs = [REBUILD] if kept.get("status") == "kept" else []
+        if work.label == FLEET_SIZE:
+            jobs.append(FLEET)
+        for tool in jobs:
+            if time.monotonic() > deadline:
+                get(tool, "fresh").samples.append(Sample(0, 0, 0, 0, load_average(), False, "deadline"))
+                continue
+            if tool == FLEET:
+                for name in tenants:
+                    server.drop(name)
+                drop_templates(server)  # each fleet run builds its template with its first tenant
+            # As before every timed command: DROP DATABASE (the recreate's) forces a checkpoint,
+            # which must not be paying for the dirty pages of the previous command.
+            server.admin("CHECKPOINT")
+            argv, env_, cwd = commands(tool, work, server, database, None)
+            log = log_dir / work.label / f"r{round_no}-{tool.split(':')[0]}"
+            finished = run_timed(argv, env=env_, cwd=cwd, timeout=timeout, log=log, pgdata=server.pgdata)
+            sample = finished.sample
+            if sample.ok:
+                problem = check_output(tool, finished, work)
+                if problem:
+                    sample.ok, sample.note = False, problem
+            get(tool, "fresh").samples.append(sample)
+            status = "ok" if sample.ok else f"FAILED ({sample.note}; see {log}.err)"
+            print(
+                f"  [{work.label} round {round_no + 1}/{runs}] {tool:36s} fresh  "
+                f"{sample.seconds:7.2f} s  {sample.rss_mb:6.0f} MB  load {sample.load:4.1f}  {status}",
+                flush=True,
+            )
+    server.drop(database)
+    for name in tenants:
+        server.drop(name)
+    drop_templates(server)
 
 
 # -- reporting ---------------------------------------------------------------------------
@@ -539,7 +656,7 @@ def table(result: SizeResult) -> list[str]:
         "| tool | run | median s | min-max s | x floor | peak RSS MB | client CPU s | server CPU s | runs |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for tool in TOOLS:
+    for tool in (*TOOLS, REBUILD, FLEET):
         for scenario in ("fresh", "no-op"):
             s = result.series.get((tool, scenario))
             if s is None:
@@ -557,6 +674,8 @@ def table(result: SizeResult) -> list[str]:
                 lines.append(f"| {tool} | {scenario} | failed | | | | | | {runs} |")
                 continue
             ratio = f"{median / floor_s:.2f}" if median is not None and floor_s else "n/a"
+            if tool == FLEET and median is not None and floor_s:
+                ratio = f"{median / (FLEET_TENANTS * floor_s):.2f} of {FLEET_TENANTS} x floor"
             lines.append(
                 f"| {tool} | {scenario} | {_fmt(median)} | {min(x.seconds for x in good):.2f}-"
                 f"{max(x.seconds for x in good):.2f} | {ratio} | {max(x.rss_mb for x in good):.0f} | "
@@ -594,6 +713,15 @@ def targets(result: SizeResult) -> list[str]:
         row(f"fresh: {tool} / (floor + bare job)", fresh / base if fresh and base else None, 1.05)
         row(f"no-op: {tool} / bare job", noop / bare if noop and bare else None, 1.2)
     row("verify of every table (s)", statistics.median(result.verify) if result.verify else None, 1.0)
+    rebuild, fleet = med(REBUILD, "fresh"), med(FLEET, "fresh")
+    if (REBUILD, "fresh") in result.series:
+        row("rebuild from template / floor", rebuild / floor if rebuild and floor else None, 0.35)
+    if (FLEET, "fresh") in result.series:
+        row(
+            f"fleet of {FLEET_TENANTS} / ({FLEET_TENANTS} x floor)",
+            fleet / (FLEET_TENANTS * floor) if fleet and floor else None,
+            0.25,
+        )
     rss = [
         x.rss_mb
         for t in (DBINIT, DBINIT_COLD, DAGSTER)
@@ -677,12 +805,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, help="update this markdown file's generated block")
     parser.add_argument("--max-minutes", type=float, default=float(os.environ.get("BENCH_MAX_MINUTES", "75")))
     parser.add_argument("--timeout", type=float, default=600.0, help="per command, seconds")
+    parser.add_argument(
+        "--only-templates",
+        action="store_true",
+        help="only the floor and the template and fleet rows (a quick check of those)",
+    )
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.max_minutes * 60
     OUT.mkdir(parents=True, exist_ok=True)
     log_dir = OUT / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)
-    dbmate = ensure_dbmate(OUT / "npm")
+    dbmate = (None, "not run (--only-templates)") if args.only_templates else ensure_dbmate(OUT / "npm")
     if dbmate[0] is None:
         print(f"dbmate: {dbmate[1]}; its rows say so", flush=True)
     results: list[SizeResult] = []
@@ -690,7 +823,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for packages, migrations in parse_sizes(args.sizes):
             print(f"preparing {packages}x{migrations} ...", flush=True)
             work = prepare(packages, migrations, server, args.timeout)
-            results.append(measure_size(work, server, args.runs, dbmate, deadline, args.timeout, log_dir))
+            results.append(
+                measure_size(
+                    work, server, args.runs, dbmate, deadline, args.timeout, log_dir, args.only_templates
+                )
+            )
         loads = [s.load for r in results for series in r.series.values() for s in series.samples]
         report = render(results, server, dbmate[1], args.runs, loads)
     print()

@@ -118,6 +118,34 @@ class AzureSettings(_Strict):
     )
 
 
+class TemplateSettings(_Strict):
+    """`templates`: keep a verified template database per plan and clone it instead of replaying.
+
+    PostgreSQL only. Off by default. The project-wide block applies to unprotected environments;
+    a protected one uses templates only when its own `environments.<env>.templates.enabled` says so.
+    """
+
+    enabled: bool | None = Field(default=None, description="default: off")
+    keep: int = Field(default=2, ge=1, le=50, description="templates kept per environment, newest first")
+    clone_wait: float = Field(
+        default=5.0, ge=0, description="seconds to wait for a template that is being refreshed"
+    )
+
+
+class FleetSettings(_Strict):
+    """`environments.<env>.fleet`: many databases of one environment (one per tenant) in one job."""
+
+    tenants: list[str] = Field(default_factory=list)
+    database_name: str = Field(
+        default="{project}_{environment}_{tenant}", description="pattern of each tenant's database name"
+    )
+    concurrency: int = Field(default=4, ge=1, le=256, description="tenants initialized at once")
+    executor: Literal["multiprocess", "in_process", "celery", "k8s", "ecs"] = "multiprocess"
+    tenants_per_step: int = Field(
+        default=1, ge=1, le=1000, description="tenants one step initializes in turn (fewer processes)"
+    )
+
+
 class EnvironmentSettings(_Strict):
     connection_string_env: str | None = None
     hosting: Hosting | None = None
@@ -128,6 +156,8 @@ class EnvironmentSettings(_Strict):
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
     azure: AzureSettings | None = None
+    templates: TemplateSettings | None = None
+    fleet: FleetSettings | None = None
 
     @field_validator("connection_string_env")
     @classmethod
@@ -181,6 +211,7 @@ class ProjectConfig(_Strict):
     safety: SafetySettings = Field(default_factory=SafetySettings)
     integration: IntegrationSettings = Field(default_factory=IntegrationSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
 
     @field_validator("environments")
     @classmethod

@@ -56,6 +56,10 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
         "timestamp": _now(),
     }
     notes = [n for n in (core.note, packages.note) if n]
+    template = template_result(verified)
+    if template:
+        result["template"] = template
+        notes.extend(str(t["note"]) for t in template.values() if t.get("note"))
     if notes:
         result["notes"] = notes
     if plan.dry_run:
@@ -82,6 +86,11 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
         if approved.required:
             result["plan"]["approval_required"] = True
             next_steps.insert(0, f"Have plan {approved.plan_hash} approved: {approved.approve_command}")
+    elif database.template is not None and database.template.cloned:
+        message = (
+            f"Database {plan.database_name} {database.template.note} (no statement replayed) and verified"
+        )
+        next_steps = [f"Check it any time: dbinit status {plan.environment}"]
     elif migrations == 0 and database.action == "existing":
         message = f"Database {plan.database_name} is already up to date: nothing to apply"
         next_steps = [f"Check it any time: dbinit status {plan.environment}"]
@@ -101,6 +110,17 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
         "message": message,
         "next_steps": next_steps,
     }
+
+
+def template_result(verified: Verified) -> dict[str, dict[str, Any]]:
+    """How templates took part: `used` (cloned, replayed and why, or unavailable) and `kept`."""
+    found: dict[str, dict[str, Any]] = {}
+    use = verified.packages.database.template
+    if use is not None:
+        found["used"] = use.as_dict()
+    if verified.template_kept is not None:
+        found["kept"] = verified.template_kept
+    return found
 
 
 def error_response(

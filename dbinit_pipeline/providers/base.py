@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
-from dbinit_pipeline.errors import InputError
+from dbinit_pipeline.errors import InputError, UnsupportedError
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -144,6 +144,45 @@ class Provider(ABC):
     @abstractmethod
     def catalog(self, conn: Connection) -> Catalog:
         """Tables and foreign keys of the connected database's default schema."""
+
+    # -- template databases (see templates.py); only providers that can copy a database -------
+    templates_supported = False
+    templates_unavailable = "this server cannot create a database as a copy of another"
+
+    def list_templates(self, conn: Connection, prefix: str) -> list[DatabaseTemplate]:
+        """The databases named `prefix*`, with their template flags and comment."""
+        return []
+
+    def clone_database(self, conn: Connection, name: str, template: str) -> None:
+        """Create `name` as a copy of the template database `template` (autocommit connection)."""
+        raise UnsupportedError(f"templates are not available on {self.name}: {self.templates_unavailable}")
+
+    def copy_to_template(self, conn: Connection, name: str, source: str, comment: str) -> None:
+        """Copy `source` into a new template database `name` carrying `comment`, then mark it a
+        template that refuses connections."""
+        raise UnsupportedError(f"templates are not available on {self.name}: {self.templates_unavailable}")
+
+    def drop_template(self, conn: Connection, name: str) -> None:
+        raise UnsupportedError(f"templates are not available on {self.name}: {self.templates_unavailable}")
+
+    def try_template_lock(self, conn: Connection, name: str, *, shared: bool) -> bool:
+        """Take the session lock of template `name` (shared: cloning; exclusive: building or
+        dropping) if it is free now; False when it is not."""
+        return False
+
+    def template_unlock(self, conn: Connection, name: str, *, shared: bool) -> None:
+        """Release what `try_template_lock` took."""
+        return None
+
+
+@dataclass(frozen=True)
+class DatabaseTemplate:
+    """A database that may be a template: its name, flags and comment as the server has them."""
+
+    name: str
+    is_template: bool
+    allows_connections: bool
+    comment: str | None
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ class MySQLProvider(Provider):
     max_identifier_length = 64
     transactional_ddl = False
     example_url = "mysql+pymysql://USER:PASSWORD@HOST:3306/"
+    templates_unavailable = (
+        "MySQL and MariaDB cannot create a database as a copy of another (no CREATE DATABASE ... "
+        "TEMPLATE): every database is built by replaying its migrations"
+    )
 
     # -- connections -----------------------------------------------------------------
     def normalize_url(self, url: URL) -> URL:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from dbinit_pipeline.errors import LockTimeout
-from dbinit_pipeline.providers.base import Catalog, LockCapacity, Provider
+from dbinit_pipeline.providers.base import Catalog, DatabaseTemplate, LockCapacity, Provider
 
 
 class PostgresProvider(Provider):
@@ -177,6 +178,62 @@ class PostgresProvider(Provider):
             except Exception:
                 directory = None
         return disk_report(host, directory)
+
+    # -- template databases --------------------------------------------------------------------
+    templates_supported = True
+    # The first key of the two-key advisory locks that guard templates: apart from the run and
+    # schema locks, which use the one-key form.
+    TEMPLATE_LOCK_CLASS = 0x64627450
+
+    def list_templates(self, conn: Connection, prefix: str) -> list[DatabaseTemplate]:
+        rows = conn.execute(
+            text(
+                "SELECT datname, datistemplate, datallowconn, shobj_description(oid, 'pg_database')"
+                " FROM pg_database WHERE starts_with(datname, :prefix) ORDER BY datname"
+            ),
+            {"prefix": prefix},
+        ).all()
+        return [DatabaseTemplate(str(r[0]), bool(r[1]), bool(r[2]), r[3]) for r in rows]
+
+    def clone_database(self, conn: Connection, name: str, template: str) -> None:
+        conn.execute(
+            text(
+                f"CREATE DATABASE {self.quote(self.validate_database_name(name))}"
+                f" TEMPLATE {self.quote(self.validate_database_name(template))}"
+            )
+        )
+
+    def copy_to_template(self, conn: Connection, name: str, source: str, comment: str) -> None:
+        quoted = self.quote(self.validate_database_name(name))
+        conn.execute(
+            text(f"CREATE DATABASE {quoted} TEMPLATE {self.quote(self.validate_database_name(source))}")
+        )
+        try:
+            tag = "$dbinit_" + secrets.token_hex(6) + "$"  # a utility statement takes no parameters
+            conn.exec_driver_sql(f"COMMENT ON DATABASE {quoted} IS {tag}{comment}{tag}")
+            conn.execute(text(f"ALTER DATABASE {quoted} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"))
+        except BaseException:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
+            raise
+
+    def drop_template(self, conn: Connection, name: str) -> None:
+        quoted = self.quote(self.validate_database_name(name))
+        conn.execute(text(f"ALTER DATABASE {quoted} WITH IS_TEMPLATE false"))
+        conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
+
+    def try_template_lock(self, conn: Connection, name: str, *, shared: bool) -> bool:
+        function = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        return bool(
+            conn.execute(
+                text(f"SELECT {function}(:c, :k)"), {"c": self.TEMPLATE_LOCK_CLASS, "k": self.lock_key(name)}
+            ).scalar()
+        )
+
+    def template_unlock(self, conn: Connection, name: str, *, shared: bool) -> None:
+        function = "pg_advisory_unlock_shared" if shared else "pg_advisory_unlock"
+        conn.execute(
+            text(f"SELECT {function}(:c, :k)"), {"c": self.TEMPLATE_LOCK_CLASS, "k": self.lock_key(name)}
+        )
 
 
 def disk_report(host: str, directory: str | None) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class FailedRun:
     code: str | None = None
     database: str | None = None
     approvers_notified: bool = False  # the approval gate already asked the approvers itself
+    tenants: tuple[str, ...] = ()  # a fleet run: every tenant that failed
 
 
 def _bullets(items: Sequence[str]) -> str:
@@ -111,6 +112,8 @@ def failure_notification(failed: FailedRun) -> Notification:
         fields["Error code"] = failed.code
     if failed.database:
         fields["Database"] = failed.database
+    if failed.tenants:
+        fields["Failed tenants"] = ", ".join(failed.tenants)
     return Notification(
         title=f"dbinit: {failed.job} failed at stage {failed.stage} ({failed.environment})",
         text=failed.error,

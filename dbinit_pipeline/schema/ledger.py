@@ -201,3 +201,20 @@ def clear_in_progress(conn: Connection, package: str, revision: str) -> int:
         in_progress.delete().where(in_progress.c.package == package, in_progress.c.revision == revision)
     )
     return int(result.rowcount or 0)
+
+
+# A database created as a copy of a template (templates.py) says so here, beside the ledger whose
+# rows it inherited from the run that built the template. Its own metadata: `ensure` never
+# creates it in a database that was replayed.
+CLONES_TABLE = "dbinit_template_clones"
+clone_metadata = sa.MetaData()
+clones = sa.Table(
+    CLONES_TABLE,
+    clone_metadata,
+    sa.Column("cloned_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("template_hash", sa.String(64), nullable=False),
+    sa.Column("template_database", sa.String(64), nullable=False),
+    sa.Column("built_by_run", sa.String(64), nullable=False),
+    sa.Column("cloned_by_run", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text(), nullable=False),
+)

@@ -74,6 +74,7 @@ def describe_failure(
                 code=response.get("code"),
                 database=response.get("database_name"),
                 approvers_notified=details.get("approvers_notified") is True,
+                tenants=tuple(str(t) for t in details.get("failed_tenants", ())),
             )
     # A failure that did not go through run_stage: an unexpected error, or the run never started.
     first = step_failures[0] if step_failures else None

@@ -1,6 +1,9 @@
 """Stage 4, create: the target database exists, according to the `if_exists` policy."""
 
+from collections.abc import Callable
+
 from dagster import OpExecutionContext, op
+from sqlalchemy import Connection
 from sqlalchemy.exc import ProgrammingError
 
 from dbinit_pipeline.errors import DatabaseExists, InputError
@@ -12,12 +15,22 @@ from dbinit_pipeline.safety.protection import write_mark
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.stages.guard import guard_mutation
 from dbinit_pipeline.stages.results import DatabaseReady, InitPlan, Provisioned
+from dbinit_pipeline.stages.template_use import FromTemplate
 
 
-def ensure_database(server: DatabaseServer, plan: InitPlan) -> tuple[str, bool]:
-    """Create, reuse, refuse or recreate the database; returns (action, existed_before)."""
+def ensure_database(
+    server: DatabaseServer, plan: InitPlan, *, make: Callable[[Connection, str], None] | None = None
+) -> tuple[str, bool]:
+    """Create, reuse, refuse or recreate the database; returns (action, existed_before).
+
+    `make` creates the database where it is built from empty (default: an empty CREATE DATABASE)."""
     provider = server.provider
     name = provider.validate_database_name(plan.database_name)
+    if make is None:
+
+        def make(conn: Connection, name: str) -> None:
+            provider.create_database(conn, name, collation=plan.collation)
+
     with server.connect(autocommit=True) as conn:
         exists = provider.database_exists(conn, name)
         if plan.dry_run:
@@ -42,10 +55,10 @@ def ensure_database(server: DatabaseServer, plan: InitPlan) -> tuple[str, bool]:
                     code="recreate_refused",
                 )
             provider.drop_database(conn, name)
-            provider.create_database(conn, name, collation=plan.collation)
+            make(conn, name)
             return "recreated", True
         try:
-            provider.create_database(conn, name, collation=plan.collation)
+            make(conn, name)
         except ProgrammingError as exc:
             # Another run created it between our check and our CREATE.
             if getattr(exc.orig, "sqlstate", None) == "42P04" and plan.if_exists == "reuse":
@@ -59,10 +72,12 @@ def database_ready(provisioned: Provisioned) -> DatabaseReady:
     if provisioned.infrastructure == "would_provision":
         return DatabaseReady(provisioned, "would_create", existed_before=False)
     server = DatabaseServer(provisioned.server)
-    action, existed = ensure_database(server, plan)
+    from_template = FromTemplate.for_plan(server, plan)
+    action, existed = ensure_database(server, plan, make=from_template.make if from_template else None)
+    template = from_template.finish(action) if from_template else None
     if plan.protected and not plan.dry_run:
         write_mark(server, plan.database_name, plan.environment, plan.run_id or "manual")
-    return DatabaseReady(provisioned, action, existed_before=existed)
+    return DatabaseReady(provisioned, action, existed_before=existed, template=template)
 
 
 @op(retry_policy=TRANSIENT_RETRY)

@@ -65,6 +65,12 @@ def guard_mutation(
     if provisioned.infrastructure == "would_provision":
         return
     run_lock.acquire(provisioned, run_id=run_id)  # no-op in a dry run; idempotent per run
+    refuse_protected_target(provisioned, recreating=recreating)
+
+
+def refuse_protected_target(provisioned: Provisioned, *, recreating: bool = False) -> None:
+    """Refuse a database marked by a protected environment to a run without its approval."""
+    plan = provisioned.plan
     approved = provisioned.approved
     refuse_if_protected(
         read_mark(DatabaseServer(provisioned.server), plan.database_name),

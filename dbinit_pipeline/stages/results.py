@@ -4,11 +4,14 @@ the ops is data flow, and no result ever carries a password."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbinit_pipeline.resources.database_server import ServerRef
 from dbinit_pipeline.safety.pinned import PinnedSources
 from dbinit_pipeline.schema.runner import ApplyReport
+
+if TYPE_CHECKING:
+    from dbinit_pipeline.templates import TemplateUse
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class DatabaseReady:
     provisioned: Provisioned
     action: str  # created | existing | recreated | would_create | would_recreate
     existed_before: bool
+    template: TemplateUse | None = None  # set where templates are on and it was built from empty
 
     @property
     def plan(self) -> InitPlan:
@@ -124,6 +128,7 @@ class Verified:
     schema: dict[str, Any]
     health: dict[str, Any]
     status: str  # healthy | degraded | unhealthy | skipped
+    template_kept: dict[str, Any] | None = None  # a template kept after this verify (templates.py)
 
     @property
     def plan(self) -> InitPlan:

@@ -15,6 +15,7 @@ from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.stages.guard import guard_mutation
 from dbinit_pipeline.stages.results import PackagesApplied, Verified
+from dbinit_pipeline.stages.template_use import keep_after_verify
 
 
 def cloud_checks(config: LoadedConfig, environment: str, hosting: str) -> dict[str, dict[str, Any]] | None:
@@ -62,7 +63,9 @@ def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
                 "with --if-exists recreate.",
             ],
         )
-    return Verified(applied, outcome.schema, outcome.health, outcome.status)
+    # Still under the run lock: a database this run replayed from empty may become a template.
+    kept = keep_after_verify(config, applied.database)
+    return Verified(applied, outcome.schema, outcome.health, outcome.status, template_kept=kept)
 
 
 @op(retry_policy=TRANSIENT_RETRY)
