@@ -32,8 +32,15 @@ ui: $(STAMP)
 /usr/bin/chromium:
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
+# Better Auth from npm for its tests, pinned by examples/better-auth/package-lock.json (git-ignored
+# node_modules); without npm those tests are skipped and say why.
+BETTER_AUTH := examples/better-auth/node_modules/.package-lock.json
+$(BETTER_AUTH): examples/better-auth/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix examples/better-auth --no-audit --no-fund; \
+	else echo "npm not found: the Better Auth tests will be skipped"; fi
+
 ## make test: install the test extra and run the whole suite
-test: $(TEST_STAMP) /usr/bin/chromium
+test: $(TEST_STAMP) /usr/bin/chromium $(BETTER_AUTH)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: $(TEST_STAMP)

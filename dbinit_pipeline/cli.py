@@ -49,6 +49,8 @@ def _config(args: argparse.Namespace) -> LoadedConfig:
 
 
 # -- init / plan -----------------------------------------------------------------------
+
+
 def run_init(
     config: LoadedConfig,
     environment: str,
@@ -56,16 +58,21 @@ def run_init(
     database_name: str | None = None,
     if_exists: str | None = None,
     dry_run: bool = False,
+    sql: bool = False,
     verbose: bool = False,
 ) -> dict[str, Any]:
-    """Run `initialize_<env>` in this process and return its response (success or error)."""
+    """Run `initialize_<env>` in this process and return its response (success or error).
+
+    A dry run reads the ledger and the files' checksums and imports no script; with `sql` it
+    also renders each pending script's SQL, which runs the scripts' code in Alembic's offline
+    mode (as `alembic upgrade --sql` does)."""
     from dagster import DagsterInstance
 
     from dbinit_pipeline.jobs import build_job
 
     config.environment(environment)
     job = build_job(config, environment)
-    params: dict[str, Any] = {"dry_run": dry_run}
+    params: dict[str, Any] = {"dry_run": dry_run or sql, "sql": sql}
     if database_name is not None:
         params["database_name"] = database_name
     if if_exists is not None:
@@ -107,6 +114,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             database_name=args.database_name,
             if_exists=args.if_exists,
             dry_run=args.dry_run or args.command == "plan",
+            sql=args.sql,
             verbose=args.verbose,
         )
     except Exception as exc:  # a configuration or parameter error, or a bug: a response either way
@@ -115,6 +123,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         plan = response["result"].get("plan", {})
         if plan.get("hash"):
             sys.stdout.write(f"-- plan {plan['hash']}\n")
+        sys.stdout.write(f"-- {plan.get('sql_rendering', '')}\n")
         for package, sql in plan.get("sql", {}).items():
             sys.stdout.write(f"-- package {package}\n{sql}\n")
         return 0
@@ -311,6 +320,45 @@ def cmd_health(args: argparse.Namespace) -> int:
     return {"healthy": 0, "degraded": 2}.get(outcome.status, 1)
 
 
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from dbinit_pipeline.resources.database_server import DatabaseServer
+    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.schema.runner import MigrationRunner
+
+    operation = "resolve"
+    try:
+        config = _config(args)
+        plan, found = _server_for(config, args.environment, args.database_name)
+        if found.infrastructure == "would_provision":
+            raise DbinitError(
+                f"The server of {args.environment!r} does not exist yet", code="not_initialized"
+            )
+        runner = MigrationRunner(
+            DatabaseServer(found.server), plan.database_name, run_id=uuid.uuid4().hex[:12]
+        )
+        outcome = runner.resolve(
+            registry_for(config).ordered(), args.package, args.revision, applied=args.applied
+        )
+    except Exception as exc:
+        return _fail(exc, stage="resolve", environment=args.environment, operation=operation)
+    _emit(
+        {
+            "status": "success",
+            "operation": operation,
+            "result": {
+                "environment": plan.environment,
+                "database_name": plan.database_name,
+                "package": args.package,
+                "revision": args.revision,
+                "resolved_as": outcome,
+            },
+            "message": f"{args.package}:{args.revision} resolved as {outcome} in {plan.database_name}",
+            "next_steps": [f"Continue: dbinit init {plan.environment}"],
+        }
+    )
+    return 0
+
+
 # -- packages --------------------------------------------------------------------------
 def cmd_graph(args: argparse.Namespace) -> int:
     from dbinit_pipeline.schema.loading import registry_for
@@ -402,8 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         with_env(p)
         p.add_argument("--if-exists", choices=["reuse", "error", "recreate"])
-        p.add_argument("--dry-run", action="store_true", help="change nothing; show the SQL that would run")
-        p.add_argument("--sql", action="store_true", help="with a dry run: print only the SQL")
+        p.add_argument("--dry-run", action="store_true", help="change nothing; list what would be applied")
+        p.add_argument(
+            "--sql",
+            action="store_true",
+            help="dry run that prints the SQL, rendered by running the scripts in Alembic's offline mode",
+        )
         p.add_argument("--verbose", action="store_true", help="log Dagster's debug events too")
         p.set_defaults(func=cmd_init)
     p = sub.add_parser("request", help="ask the environment's approvers to approve the current plan")
@@ -436,6 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("health", help="health report; exit 0 healthy, 2 degraded, 1 unhealthy")
     with_env(p)
     p.set_defaults(func=cmd_health)
+    p = sub.add_parser(
+        "resolve", help="clear the mark of a migration whose process died midway (MySQL/MariaDB)"
+    )
+    with_env(p)
+    p.add_argument("package")
+    p.add_argument("revision")
+    outcome = p.add_mutually_exclusive_group(required=True)
+    outcome.add_argument("--undone", action="store_true", help="its effects were undone: run it again")
+    outcome.add_argument("--applied", action="store_true", help="it took full effect: record it as applied")
+    p.set_defaults(func=cmd_resolve)
     p = sub.add_parser("graph", help="the package dependency graph (Mermaid, or DOT with --dot)")
     p.add_argument("--dot", action="store_true")
     p.set_defaults(func=cmd_graph)

@@ -64,6 +64,60 @@ class AwsSettings(_Strict):
     max_attempts: int = Field(default=5, ge=1, description="calls per AWS request, retries included")
 
 
+class GcpSettings(_Strict):
+    """`environments.<env>.gcp`: the Cloud SQL instance of a `gcp-sql` environment."""
+
+    project: str | None = Field(default=None, description="required for provisioning: the project id")
+    region: str = "us-central1"
+    instance: str | None = Field(default=None, description="default: <project>-<env>")
+    database_version: str | None = Field(default=None, description="default: POSTGRES_16 or MYSQL_8_0")
+    tier: str = "db-custom-1-3840"
+    edition: Literal["ENTERPRISE", "ENTERPRISE_PLUS"] = "ENTERPRISE"
+    disk_size_gb: int = Field(default=10, ge=10)
+    disk_autoresize: bool = True
+    disk_autoresize_limit_gb: int = Field(default=0, ge=0, description="0: no limit")
+    private_network: str | None = Field(default=None, description="projects/<p>/global/networks/<vpc>")
+    authorized_networks: list[str] = Field(default_factory=list, description="CIDR ranges for public IP")
+    labels: dict[str, str] = Field(default_factory=dict)
+    admin_user: str = "dbinit_admin"
+    password_secret: str | None = Field(
+        default=None, description="Secret Manager secret id; default: <instance>-dbinit-admin"
+    )
+    endpoint_url: str | None = Field(default=None, description="Cloud SQL Admin API root, for tests and PSC")
+    secret_manager_endpoint_url: str | None = None
+    monitoring_endpoint_url: str | None = None
+    wait_timeout: float = Field(default=1200.0, gt=0, description="seconds until RUNNABLE")
+    poll_interval: float = Field(default=10.0, gt=0, description="first pause between polls, seconds")
+    max_attempts: int = Field(
+        default=5, ge=1, description="calls per request, retries of throttling included"
+    )
+
+
+class AzureSettings(_Strict):
+    """`environments.<env>.azure`: the flexible server of an `azure-sql` environment."""
+
+    subscription_id: str | None = Field(default=None, description="default: $AZURE_SUBSCRIPTION_ID")
+    resource_group: str | None = None
+    location: str = "eastus"
+    server: str | None = Field(default=None, description="default: <project>-<env>")
+    version: str | None = Field(default=None, description="default: 16 (PostgreSQL), 8.0.21 (MySQL)")
+    sku_name: str = "Standard_B1ms"
+    sku_tier: Literal["Burstable", "GeneralPurpose", "MemoryOptimized"] = "Burstable"
+    storage_gb: int = Field(default=32, ge=20)
+    storage_auto_grow: bool = True
+    administrator_login: str = "dbinit_admin"
+    key_vault_url: str | None = Field(default=None, description="https://<vault>.vault.azure.net")
+    password_secret: str | None = Field(default=None, description="Key Vault secret; default <server>-admin")
+    tags: dict[str, str] = Field(default_factory=dict)
+    endpoint_url: str | None = Field(default=None, description="Azure Resource Manager URL, for tests")
+    authority_host: str | None = Field(default=None, description="Microsoft Entra authority, for tests")
+    wait_timeout: float = Field(default=1800.0, gt=0, description="seconds until Ready")
+    poll_interval: float = Field(default=10.0, gt=0, description="first pause between polls, seconds")
+    max_attempts: int = Field(
+        default=5, ge=1, description="calls per request, retries of throttling included"
+    )
+
+
 class TemplateSettings(_Strict):
     """`templates`: keep a verified template database per plan and clone it instead of replaying.
 
@@ -100,13 +154,15 @@ class EnvironmentSettings(_Strict):
     database_name: str | None = None
     rebuild: RebuildSchedule | None = None
     aws: AwsSettings | None = None
+    gcp: GcpSettings | None = None
+    azure: AzureSettings | None = None
     templates: TemplateSettings | None = None
     fleet: FleetSettings | None = None
 
     @field_validator("connection_string_env")
     @classmethod
     def _env_var_name(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_VAR.match(value):
+        if value is not None and not ENV_VAR.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not an environment variable name; give the NAME of the variable "
                 "that holds the URL, never the URL itself"
@@ -125,6 +181,9 @@ class SafetySettings(_Strict):
     approvers: dict[str, list[str]] = Field(default_factory=dict)
     approval_ttl: str = "24h"
     lock_timeout: float = Field(default=60.0, ge=0)
+    # Seconds one migration statement may run (PostgreSQL statement_timeout, MariaDB
+    # max_statement_time); 0 turns the bound off.
+    statement_timeout: float = Field(default=1800.0, ge=0, le=86400 * 7)
 
 
 class NotifierSettings(_Strict):
@@ -160,7 +219,7 @@ class ProjectConfig(_Strict):
         if not value:
             raise ValueError("configure at least one environment")
         for name in value:
-            if not ENV_NAME.match(name):
+            if not ENV_NAME.fullmatch(name):
                 raise ValueError(
                     f"environment name {name!r} must start with a lowercase letter and use only "
                     "lowercase letters, digits and underscores (it becomes the job name initialize_<env>)"
@@ -221,6 +280,11 @@ class LoadedConfig:
         env = self.environment(name)
         hosting = env.hosting or self.model.database.hosting
         return "local" if hosting == "localhost" else hosting
+
+    @property
+    def statement_timeout_s(self) -> float | None:
+        value = self.model.safety.statement_timeout
+        return value or None
 
     def is_protected(self, name: str) -> bool:
         return name in self.model.safety.protected_environments

@@ -52,6 +52,11 @@ class ApprovalError(DbinitError):
     code = "approval_required"
 
 
+# The codes with which the approve stage refuses a run that an approval would let through: the
+# failure sensor turns exactly these into approval requests.
+APPROVAL_REFUSALS = frozenset({"approval_missing", "approval_expired", "approval_used", "plan_changed"})
+
+
 class UnsupportedError(DbinitError):
     """The configuration asks for something this version cannot do."""
 
@@ -215,6 +220,21 @@ def classify(exc: BaseException, *, during: str = "") -> DbinitError:
                 "Grant the connecting account the privilege named above (GRANT ... ON db.* TO user), "
                 "or connect as an account that has it."
             ],
+        )
+    if (state == "57014" and "statement timeout" in lowered) or state in {"mysql:1969", "mysql:3024"}:
+        return DatabaseFault(
+            f"A statement ran longer than safety.statement_timeout and the server cancelled it{where}: {text}",
+            code="statement_timeout",
+            suggestions=[
+                "Find the slow statement (the error names it) and make it faster, or raise "
+                "safety.statement_timeout in dbinit.yaml (seconds; 0 turns the bound off).",
+            ],
+        )
+    if state == "57014":
+        return DatabaseFault(
+            f"The server cancelled the statement{where}: {text}",
+            code="cancelled",
+            suggestions=["Someone cancelled it (pg_cancel_backend, or a stopped run); rerun when ready."],
         )
     lock_conflict = _MYSQL_LOCK_WAIT.get(state or "") or _PG_LOCK_CONFLICT.get(state or "")
     if lock_conflict:

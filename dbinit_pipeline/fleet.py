@@ -28,6 +28,7 @@ from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
 from dbinit_pipeline.resources.provisioner import provision
 from dbinit_pipeline.resources.run_lock import acquire_run_lock, release_run_lock
 from dbinit_pipeline.responses import error_response, success_response
+from dbinit_pipeline.safety.protection import read_mark, refuse_if_protected
 from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.stages.core_schema import apply_packages
 from dbinit_pipeline.stages.create import database_ready
@@ -41,7 +42,7 @@ from dbinit_pipeline.stages.results import (
 )
 from dbinit_pipeline.stages.validate import InitParams, build_plan
 from dbinit_pipeline.stages.verify import verify_applied
-from dbinit_pipeline.templates import list_templates, template_plan_hash, template_policy
+from dbinit_pipeline.templates import find_template, template_plan_hash, template_policy
 
 OPERATION = "initialize-fleet"
 _SLOT_POLL_S = 0.2
@@ -98,7 +99,7 @@ def first_builds_template(config: LoadedConfig, environment: str, run_id: str) -
         return False
     hash_ = template_plan_hash(registry_for(config, run_id).ordered(), server.provider.name)
     with server.connect(autocommit=True) as conn:
-        return not any(r.plan_hash == hash_ for r in list_templates(server, conn))
+        return find_template(server, conn, hash_, config.model.project, environment) is None
 
 
 @contextmanager
@@ -168,6 +169,13 @@ def initialize_tenant(
         ) as slot:
             acquire_run_lock(config, found.server, plan, lock_owner)
             locked = True
+            refuse_if_protected(
+                read_mark(DatabaseServer(found.server), plan.database_name),
+                database=plan.database_name,
+                environment=plan.environment,
+                recreate=plan.if_exists == "recreate",
+                approved=approved.approved_by is not None,
+            )
             database = database_ready(provisioned)
             stage = "core_schema"
             registry = registry_for(config, run_id)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from dagster import JobDefinition, graph, in_process_executor
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    ConfigurableResource,
+    InitResourceContext,
+    JobDefinition,
+    ResourceDefinition,
+    graph,
+    in_process_executor,
+    resource,
+)
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.resources.approval_gate import ApprovalGate
@@ -28,6 +39,22 @@ def initialize() -> None:
     log(verify(package_schemas(core_schema(create(provision(approve(validate())))))))
 
 
+def fixed(bound: ConfigurableResource) -> ResourceDefinition:  # type: ignore[type-arg]
+    """`bound` as a resource whose configuration is set when the job is built.
+
+    Its config schema is empty, so run config (the Launchpad's included) that names it is refused
+    by Dagster before the run starts: what a run may touch comes from dbinit.yaml and the
+    environment only. Setup and teardown still run as for any ConfigurableResource.
+    """
+
+    @resource(config_schema={}, description=f"{type(bound).__name__}, fixed by dbinit.yaml")
+    def _fixed(context: InitResourceContext) -> Iterator[Any]:
+        with bound.yield_for_execution(context) as value:
+            yield value
+
+    return _fixed
+
+
 def job_name(environment: str) -> str:
     return f"initialize_{environment}"
 
@@ -45,13 +72,15 @@ def build_job(config: LoadedConfig, environment: str) -> JobDefinition:
         tags={ENV_TAG: environment},
         executor_def=in_process_executor,
         resource_defs={
-            "project": ProjectResource(config_path=path, environment=environment),
-            "approval_gate": ApprovalGate(config_path=path),
-            "provisioner": Provisioner(config_path=path),
-            "operation_log": OperationLog(
-                path=str(config.resolve(config.model.integration.operation_log)), config_path=path
+            "project": fixed(ProjectResource(config_path=path, environment=environment)),
+            "approval_gate": fixed(ApprovalGate(config_path=path)),
+            "provisioner": fixed(Provisioner(config_path=path)),
+            "operation_log": fixed(
+                OperationLog(
+                    path=str(config.resolve(config.model.integration.operation_log)), config_path=path
+                )
             ),
-            "run_lock": RunLock(config_path=path),
+            "run_lock": fixed(RunLock(config_path=path)),
         },
     )
 

@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.providers import provider_for
 from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
+from dbinit_pipeline.safety.pinned import pin_sources
 from dbinit_pipeline.schema import ledger
 from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.schema.runner import pending_of
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from dbinit_pipeline.schema.ledger import LedgerEntry
     from dbinit_pipeline.stages.results import InitPlan
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: the models files are part of the plan
 SHORT = 12
 
 
@@ -64,6 +65,8 @@ class PlanDigest:
     if_exists: str
     pending: tuple[PendingRevision, ...]
     source: str  # ledger | new database | new server
+    # (package, sha256 of its models file): verify imports it, so an approval covers it
+    models: tuple[tuple[str, str], ...] = ()
 
     @property
     def document(self) -> dict[str, Any]:
@@ -77,6 +80,7 @@ class PlanDigest:
             "provider": self.provider,
             "if_exists": self.if_exists,
             "pending": [[p.package, p.revision, p.checksum] for p in self.pending],
+            "models": [list(m) for m in self.models],
         }
 
     @property
@@ -124,6 +128,13 @@ def differences(approved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         changes.append("no longer pending: " + ", ".join(gone[:10]))
     if edited:
         changes.append("file changed since approval: " + ", ".join(edited[:10]))
+    models_before = {m[0]: m[1] for m in approved.get("models", [])}
+    models_after = {m[0]: m[1] for m in current.get("models", [])}
+    moved = sorted(
+        k for k in set(models_before) | set(models_after) if models_before.get(k) != models_after.get(k)
+    )
+    if moved:
+        changes.append("models changed: " + ", ".join(moved))
     if not changes and approved.get("pending") != current.get("pending"):
         changes.append("the order of the pending revisions changed")
     return changes or ["the plan format changed"]
@@ -148,6 +159,10 @@ def _locate(config: LoadedConfig, plan: InitPlan) -> tuple[str, ServerRef | None
         return server_identity(ref), ref, ""
     if plan.hosting == "embedded":
         identity = f"embedded:{embedded_server_for(config, plan.environment).pgdata}"
+    elif plan.hosting in ("gcp-sql", "azure-sql"):
+        from dbinit_pipeline.resources.cloud import cloud_identity
+
+        identity = cloud_identity(config, plan.environment, plan.hosting)
     else:
         aws = config.environment(plan.environment).aws
         region = aws.region if aws else "default"
@@ -196,4 +211,5 @@ def compute_plan(config: LoadedConfig, plan: InitPlan) -> PlanDigest:
         if_exists=plan.if_exists,
         pending=pending,
         source=source,
+        models=pin_sources(packages).models,
     )

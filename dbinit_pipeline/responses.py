@@ -67,8 +67,16 @@ def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:
         result["plan"] = {
             "hash": approved.plan_hash,
             "pending_migrations": pending,
-            "sql": {**core.sql, **packages.sql},
+            "pending": [o for o in outcomes if o["revisions"]],
         }
+        if plan.sql:
+            result["plan"]["sql"] = {**core.sql, **packages.sql}
+            result["plan"]["sql_rendering"] = (
+                "each pending script's upgrade() ran in Alembic's offline mode (as alembic upgrade "
+                "--sql does): the scripts' Python code ran; their SQL was not sent to the server"
+            )
+        else:
+            result["plan"]["scripts_run"] = False
         message = (
             f"Dry run for {plan.database_name}: {pending} migration(s) would be applied; nothing was changed"
             if pending

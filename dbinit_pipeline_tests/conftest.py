@@ -215,3 +215,19 @@ def project(tmp_path: Path, pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> It
     yield proj
     for name in proj.created:
         pg.drop(name)
+
+
+@pytest.fixture
+def embedded_project(
+    tmp_path: Path, embedded_pg: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Project]:
+    """A project on the embedded server, whose URL carries a real password."""
+    assert embedded_pg.password, "the embedded server authenticates with a password"
+    (tmp_path / "packages").mkdir()
+    monkeypatch.setenv(TEST_URL_VAR, embedded_pg.url)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    project = Project(tmp_path, embedded_pg, monkeypatch)
+    project.write_config()
+    yield project
+    for name in project.created:
+        embedded_pg.drop(name)

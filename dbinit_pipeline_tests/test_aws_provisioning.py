@@ -786,7 +786,7 @@ def test_job_dry_run_on_aws_creates_nothing(project: Project, moto_url: str, rds
     name = project.database()
     before = instance_ids(rds)
 
-    response = project.run(database_name=name, dry_run=True)
+    response = project.run(database_name=name, dry_run=True, sql=True)
 
     assert response["status"] == "success", response
     assert response["result"]["infrastructure"] == "would_provision"
@@ -879,8 +879,17 @@ def test_job_retries_throttling_and_not_access_denied(
     assert response["recovery"]["suggestions"]
 
 
-@pytest.mark.parametrize("hosting", ["gcp-sql", "azure-sql"])
-def test_gcp_and_azure_fail_with_infrastructure_missing(project: Project, hosting: str) -> None:
+@pytest.mark.parametrize(
+    ("hosting", "code", "names"),
+    [
+        ("gcp-sql", "configuration_error", "environments.dev.gcp.project"),
+        ("azure-sql", "configuration_error", "environments.dev.azure.subscription_id"),
+    ],
+)
+def test_gcp_and_azure_without_settings_fail_at_provision_saying_what_to_set(
+    project: Project, monkeypatch: pytest.MonkeyPatch, hosting: str, code: str, names: str
+) -> None:
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID", raising=False)
     project.write_config(environments={"dev": {"connection_string_env": TEST_URL_VAR, "hosting": hosting}})
     name = project.database()
 
@@ -888,9 +897,6 @@ def test_gcp_and_azure_fail_with_infrastructure_missing(project: Project, hostin
 
     assert response["status"] == "error"
     assert response["stage"] == "provision"
-    assert response["code"] == "infrastructure_missing"
-    assert "cannot be provisioned" in response["error"]
-    suggestions = " ".join(response["recovery"]["suggestions"])
-    assert "manually" in suggestions
-    assert "hosting: local" in suggestions
+    assert response["code"] == code
+    assert names in response["error"] + " ".join(response["recovery"]["suggestions"])
     assert not project.server.database_exists(name)

@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.schema.package import read_package
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 
 DBINIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dbinit"
@@ -61,18 +63,20 @@ def test_graph_prints_mermaid_and_dot(project: Project) -> None:
     assert '"audit" -> "billing";' in dot.stdout
 
 
-def test_plan_prints_sql_per_package_and_creates_nothing(project: Project) -> None:
+def test_plan_lists_pending_per_package_and_plan_sql_prints_sql_and_creates_nothing(project: Project) -> None:
     three_packages(project)
     name = project.database()
     result = dbinit(project, "plan", "dev", "--database-name", name)
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
-    sql = response["result"]["plan"]["sql"]
-    assert list(sql) == ["core", "billing", "notifications", "audit"]
-    assert "CREATE TABLE audit_log" in sql["audit"] and "REFERENCES invoices" in sql["audit"]
+    plan = response["result"]["plan"]
+    assert [p["name"] for p in plan["pending"]] == ["core", "billing", "notifications", "audit"]
+    assert plan["scripts_run"] is False and "sql" not in plan
     assert response["result"]["database"] == "would_create"
     raw = dbinit(project, "plan", "dev", "--database-name", name, "--sql")
     assert "-- package audit" in raw.stdout and "CREATE TABLE invoices" in raw.stdout
+    assert "REFERENCES invoices" in raw.stdout
+    assert "offline mode" in raw.stdout, "plan --sql says that it ran the scripts"
     assert not project.server.database_exists(name)
 
 
@@ -81,7 +85,7 @@ def test_status_lists_applied_and_pending_per_package(project: Project) -> None:
     name = project.database()
     before = json.loads(dbinit(project, "status", "dev", "--database-name", name).stdout)
     assert before["result"]["database_exists"] is False
-    assert before["result"]["pending"] == 4
+    assert before["result"]["pending"] == 3 + len(read_package(CORE_PACKAGE_DIR).migrations)
     init = dbinit(project, "init", "dev", "--database-name", name)
     assert init.returncode == 0, init.stdout + init.stderr
     assert "package_schemas" in init.stderr, "progress per stage goes to stderr"

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
 from dbinit_pipeline.schema.core.models import CORE_TABLES
+from dbinit_pipeline.schema.package import read_package
 from dbinit_pipeline_tests.conftest import Project
 
 CORE_FKS = {
     ("sessions", "users"),
     ("accounts", "users"),
-    ("workspaces", "users"),
     ("workspace_members", "workspaces"),
     ("workspace_members", "users"),
+    ("workspace_invitations", "workspaces"),
+    ("workspace_invitations", "users"),
+    ("workspace_teams", "workspaces"),
+    ("workspace_team_members", "workspace_teams"),
+    ("workspace_team_members", "users"),
 }
+CORE_MIGRATIONS = len(read_package(CORE_PACKAGE_DIR).migrations)
 
 
 def test_fresh_run_creates_database_and_core_tables(project: Project) -> None:
@@ -21,7 +28,7 @@ def test_fresh_run_creates_database_and_core_tables(project: Project) -> None:
     result = response["result"]
     assert result["database"] == "created"
     assert result["database_name"] == name
-    assert result["migrations_applied"] == 1
+    assert result["migrations_applied"] == CORE_MIGRATIONS
     assert result["packages_applied"][0]["name"] == "core"
     assert result["health_check"] == "passed"
     assert project.server.database_exists(name)
@@ -63,7 +70,7 @@ def test_if_exists_recreate_drops_and_rebuilds(project: Project) -> None:
     response = project.run(database_name=name, if_exists="recreate")
     assert response["status"] == "success", response
     assert response["result"]["database"] == "recreated"
-    assert response["result"]["migrations_applied"] == 1
+    assert response["result"]["migrations_applied"] == CORE_MIGRATIONS
     assert "scratch" not in project.server.tables(name)
 
 
@@ -95,7 +102,7 @@ def test_generated_database_name_is_project_and_environment(project: Project) ->
 
 def test_dry_run_creates_nothing(project: Project) -> None:
     name = project.database()
-    response = project.run(database_name=name, dry_run=True)
+    response = project.run(database_name=name, dry_run=True, sql=True)
     assert response["status"] == "success", response
     assert response["result"]["dry_run"] is True
     assert response["result"]["database"] == "would_create"

@@ -30,7 +30,9 @@ from dbinit_pipeline.providers import provider_for
 from dbinit_pipeline.providers.mysql import DEFAULT_COLLATION, MySQLProvider, local_disk
 from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
 from dbinit_pipeline.resources.run_lock import lock_name as run_lock_name
+from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
 from dbinit_pipeline.schema.core.models import CORE_TABLES
+from dbinit_pipeline.schema.package import read_package
 from dbinit_pipeline_tests.conftest import write_migration
 from dbinit_pipeline_tests.mysql_support import (
     TARGET_VAR,
@@ -45,11 +47,17 @@ __all__ = ["mysql_account", "mysql_project", "mysql_server"]  # fixtures, used b
 CORE_FKS = {
     ("sessions", "users"),
     ("accounts", "users"),
-    ("workspaces", "users"),
     ("workspace_members", "workspaces"),
     ("workspace_members", "users"),
+    ("workspace_invitations", "workspaces"),
+    ("workspace_invitations", "users"),
+    ("workspace_teams", "workspaces"),
+    ("workspace_team_members", "workspace_teams"),
+    ("workspace_team_members", "users"),
 }
-CORE_HEAD = "c0a1core0001"
+CORE_REVISIONS = [m.revision for m in read_package(CORE_PACKAGE_DIR).migrations]
+CORE_HEAD = CORE_REVISIONS[-1]
+CORE_LEDGER = [("core", r) for r in CORE_REVISIONS]
 
 
 def server_for(project: MySQLProject) -> DatabaseServer:
@@ -100,7 +108,8 @@ def test_fresh_run_creates_a_utf8mb4_database_with_the_core_schema(mysql_project
     response = mysql_project.run(database_name=name)
     assert response["status"] == "success", response
     result = response["result"]
-    assert (result["provider"], result["database"], result["migrations_applied"]) == ("mysql", "created", 1)
+    assert (result["provider"], result["database"]) == ("mysql", "created")
+    assert result["migrations_applied"] == len(CORE_REVISIONS)
     assert result["transaction"]["core"] == "per_migration"
     assert any("progress is recorded per migration" in n for n in result["notes"])
     # Latency may degrade on a busy machine; what MySQL itself decides must be healthy.
@@ -113,19 +122,19 @@ def test_fresh_run_creates_a_utf8mb4_database_with_the_core_schema(mysql_project
     assert server.charset(name) == ("utf8mb4", DEFAULT_COLLATION)
     assert set(CORE_TABLES) | {"dbinit_migrations", "alembic_version"} <= server.tables(name)
     assert server.foreign_keys(name) >= CORE_FKS
-    assert server.ledger(name) == [("core", CORE_HEAD)]
+    assert server.ledger(name) == CORE_LEDGER
     assert server.heads(name) == {CORE_HEAD}
 
     second = mysql_project.run(database_name=name)
     assert second["status"] == "success", second
     assert (second["result"]["database"], second["result"]["migrations_applied"]) == ("existing", 0)
     assert "nothing to apply" in second["message"]
-    assert server.ledger(name) == [("core", CORE_HEAD)]
+    assert server.ledger(name) == CORE_LEDGER
 
 
 def test_dry_run_shows_mysql_sql_and_creates_nothing(mysql_project: MySQLProject) -> None:
     name = mysql_project.database()
-    response = mysql_project.run(database_name=name, dry_run=True)
+    response = mysql_project.run(database_name=name, dry_run=True, sql=True)
     assert response["status"] == "success", response
     assert response["result"]["database"] == "would_create"
     assert "CREATE TABLE users" in response["result"]["plan"]["sql"]["core"]
@@ -240,7 +249,7 @@ def test_failure_midway_names_the_statement_and_a_fixed_rerun_resumes(
     assert server.ledger(name) == [
         ("billing", "bil1"),
         ("billing", "bil2"),
-        ("core", CORE_HEAD),
+        *CORE_LEDGER,
         ("crm", "crm1"),
     ]
     assert server.heads(name) == {CORE_HEAD, "crm1", "bil2"}
@@ -420,7 +429,7 @@ def test_health_reports_connections_privileges_and_disk_or_why_not(
     report = json.loads(capsys.readouterr().out)
     assert report["status"] in ("healthy", "degraded"), report
     assert report["result"]["schema"]["drift"] == []
-    assert report["result"]["checks"]["migrations"]["applied"] == 1
+    assert report["result"]["checks"]["migrations"]["applied"] == len(CORE_REVISIONS)
 
     provider = MySQLProvider()
     server = mysql_project.server

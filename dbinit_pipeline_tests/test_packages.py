@@ -9,8 +9,12 @@ import pytest
 import sqlalchemy as sa
 
 from dbinit_pipeline.errors import PackageError
+from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.schema.package import read_package
 from dbinit_pipeline.schema.registry import PackageRegistry
 from dbinit_pipeline_tests.conftest import Project, write_migration
+
+CORE = read_package(CORE_PACKAGE_DIR)
 
 USERS_FK = 'sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"))'
 
@@ -148,7 +152,7 @@ def test_diamond_dependency_applies_dependencies_first(project: Project) -> None
     applied = [p["name"] for p in response["result"]["packages_applied"]]
     assert applied == ["core", "a", "b", "c", "d"]
     assert response["result"]["packages_applied"][1]["revisions"] == ["ra", "ra2"]
-    assert response["result"]["migrations_applied"] == 6
+    assert response["result"]["migrations_applied"] == 5 + len(CORE.migrations)
     fks = project.server.foreign_keys(name)
     assert {("td", "tb"), ("td", "tc"), ("tb", "ta"), ("tc", "ta"), ("ta", "users")} <= fks
     with project.server.connect(name) as conn:
@@ -158,7 +162,7 @@ def test_diamond_dependency_applies_dependencies_first(project: Project) -> None
         heads = {r[0] for r in conn.execute("SELECT version_num FROM alembic_version").fetchall()}
     assert {(r[0], r[1]) for r in rows} >= {("a", "ra"), ("a", "ra2"), ("d", "rd")}
     assert all(len(r[2]) == 64 and r[3] == response["result"]["run_id"] and r[4] >= 0 for r in rows)
-    assert heads == {"c0a1core0001", "ra2", "rb", "rc", "rd"}
+    assert heads == {CORE.head, "ra2", "rb", "rc", "rd"}
 
 
 def test_failing_migration_leaves_no_table_of_any_package(project: Project) -> None:
@@ -248,7 +252,7 @@ def test_generated_package_set_applies_and_verifies(project: Project) -> None:
     name = project.database()
     response = project.run(database_name=name)
     assert response["status"] == "success", response
-    assert response["result"]["migrations_applied"] == 40 * 3 + 1
+    assert response["result"]["migrations_applied"] == 40 * 3 + len(CORE.migrations)
     assert response["result"]["schema"]["status"] == "ok"
     assert {f"{n}_t3" for n in names} <= project.server.tables(name)
 
@@ -286,7 +290,7 @@ def test_dry_run_on_existing_database_shows_only_pending_sql_and_changes_nothing
     name = project.database()
     assert project.run(database_name=name)["status"] == "success"
     project.write_package("a", migrations=[("ra", None, table("ta")), ("ra2", "ra", table("ta2"))])
-    response = project.run(database_name=name, dry_run=True)
+    response = project.run(database_name=name, dry_run=True, sql=True)
     assert response["status"] == "success", response
     sql = response["result"]["plan"]["sql"]
     assert list(sql) == ["a"]

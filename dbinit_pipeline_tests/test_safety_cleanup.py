@@ -85,11 +85,20 @@ def test_a_database_created_in_a_protected_environment_is_kept(project: Project)
     assert "half_done" not in project.server.tables(name)
 
 
-def test_a_dry_run_failure_touches_nothing(project: Project) -> None:
-    project.write_package("bad", migrations=[("bad0001", None, "raise RuntimeError('no')")])
+def test_a_dry_run_runs_no_script_and_a_sql_dry_run_failure_touches_nothing(project: Project) -> None:
+    marker = project.root / "ran"
+    project.write_package(
+        "bad",
+        migrations=[("bad0001", None, f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('no')")],
+    )
     name = project.database()
-    response = project.run(database_name=name, dry_run=True)
-    # Offline SQL generation runs upgrade() too, so the error surfaces in the dry run.
+    plain = project.run(database_name=name, dry_run=True)
+    assert plain["status"] == "success", plain
+    assert plain["result"]["plan"]["scripts_run"] is False
+    assert not marker.exists(), "a plain dry run (dbinit plan) must not run any script code"
+    response = project.run(database_name=name, dry_run=True, sql=True)
+    # Rendering SQL runs upgrade() in offline mode, so the error surfaces there.
+    assert marker.exists()
     assert response["status"] == "error", response
     assert response["cleanup"]["database"] == "untouched"
     assert not project.server.database_exists(name)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,8 @@ from dagster._serdes import serialize_value
 
 from dbinit_pipeline.cli import main
 from dbinit_pipeline.redaction import redact, redact_data, register_secret
-from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
+from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 from dbinit_pipeline_tests.test_safety_support import DBINIT, subprocess_env
-
-
-@pytest.fixture
-def embedded_project(
-    tmp_path: Path, embedded_pg: PgServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Project]:
-    """A project on the embedded server, whose URL carries a real password."""
-    assert embedded_pg.password, "the embedded server authenticates with a password"
-    (tmp_path / "packages").mkdir()
-    monkeypatch.setenv(TEST_URL_VAR, embedded_pg.url)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    project = Project(tmp_path, embedded_pg, monkeypatch)
-    project.write_config()
-    yield project
-    for name in project.created:
-        embedded_pg.drop(name)
 
 
 def _init_subprocess(project: Project, database: str, url: str) -> tuple[dict[str, Any], str, Path]:

@@ -15,6 +15,8 @@ from sqlalchemy.engine import make_url
 from dbinit_pipeline.configuration import HealthSettings
 from dbinit_pipeline.health import latency_status, worst
 from dbinit_pipeline.providers.postgresql import disk_report, is_this_host
+from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.schema.package import read_package
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 
 DBINIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dbinit"
@@ -51,7 +53,8 @@ def test_clean_database_is_healthy_with_every_check_reported(project: Project, s
     assert report["status"] == "healthy"
     for check in ("connectivity", "migrations", "schema", "permissions", "disk", "connections"):
         assert checks[check]["status"] in {"healthy", "unknown"}, (check, checks[check])
-    assert checks["migrations"]["applied"] == 3 and checks["migrations"]["pending"] == 0
+    core = len(read_package(CORE_PACKAGE_DIR).migrations)
+    assert checks["migrations"]["applied"] == core + 2 and checks["migrations"]["pending"] == 0
     assert checks["permissions"]["can_create_tables"] is True
     assert checks["connections"]["max_connections"] > checks["connections"]["active"] > 0
 

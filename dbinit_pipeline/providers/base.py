@@ -48,7 +48,7 @@ class Provider(ABC):
                 f"the {self.name} limit",
                 suggestions=["Choose a shorter database name."],
             )
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise InputError(
                 f"Invalid database name {name[:80]!r}: use lowercase letters, digits and "
                 "underscores, starting with a letter or underscore",
@@ -92,6 +92,15 @@ class Provider(ABC):
     @abstractmethod
     def session_lock(self, conn: Connection, database: str, timeout_s: float) -> AbstractContextManager[None]:
         """Hold the initialization lock for `database` on this connection's session until exit."""
+
+    # The database the run lock's connection goes to, whatever maintenance database the URL
+    # names, so that the lock's scope is the whole server (None: the maintenance database).
+    lock_database: str | None = None
+
+    @abstractmethod
+    def set_statement_timeout(self, conn: Connection, seconds: float | None) -> None:
+        """Bound every later statement of this session to `seconds` (None: no bound); leaves no
+        transaction open."""
 
     @abstractmethod
     def end_orphaned_locks(self, conn: Connection, database: str) -> list[int]:

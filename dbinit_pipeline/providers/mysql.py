@@ -86,7 +86,7 @@ class MySQLProvider(Provider):
     def validate_collation(self, conn: Connection, collation: str | None) -> str:
         """The collation to create databases with: a utf8mb4 collation this server knows."""
         chosen = collation or DEFAULT_COLLATION
-        if not _COLLATION.match(chosen):
+        if not _COLLATION.fullmatch(chosen):
             raise InputError(
                 f"database.collation {chosen[:80]!r} is not a utf8mb4 collation",
                 code="invalid_collation",
@@ -192,6 +192,17 @@ class MySQLProvider(Provider):
                 conn.rollback()
             conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self.lock_name(database)})
             conn.commit()
+
+    def set_statement_timeout(self, conn: Connection, seconds: float | None) -> None:
+        """MariaDB's max_statement_time bounds every statement; MySQL's max_execution_time only
+        bounds SELECT, which is what MySQL offers."""
+        value = float(seconds or 0)
+        try:
+            conn.execute(text("SET SESSION max_statement_time = :s"), {"s": value})
+        except Exception:
+            conn.rollback()
+            conn.execute(text("SET SESSION max_execution_time = :ms"), {"ms": int(value * 1000)})
+        conn.commit()
 
     def end_orphaned_locks(self, conn: Connection, database: str) -> list[int]:
         """End the server connection that still holds `database`'s schema lock for a dead client.

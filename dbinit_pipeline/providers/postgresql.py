@@ -94,6 +94,15 @@ class PostgresProvider(Provider):
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.lock_key(database)})
             conn.commit()
 
+    # Advisory locks are scoped to the database of the session that takes them: the run lock is
+    # always taken in `postgres`, so two URLs naming different maintenance databases still meet.
+    lock_database = "postgres"
+
+    def set_statement_timeout(self, conn: Connection, seconds: float | None) -> None:
+        ms = int(seconds * 1000) if seconds else 0
+        conn.execute(text("SELECT set_config('statement_timeout', :t, false)"), {"t": f"{ms}ms"})
+        conn.commit()
+
     def end_orphaned_locks(self, conn: Connection, database: str) -> list[int]:
         """End the server processes that still hold `database`'s schema lock for a dead client.
 

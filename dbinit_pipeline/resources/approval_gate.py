@@ -50,9 +50,15 @@ def parse_duration(text: str, *, source: str) -> timedelta:
             suggestions=["Write a number and a unit: 90s, 15m, 24h, 7d, or combined: 1h30m."],
         )
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
-    duration = timedelta(
-        days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0)
-    )
+    try:
+        duration = timedelta(
+            days=parts.get("d", 0),
+            hours=parts.get("h", 0),
+            minutes=parts.get("m", 0),
+            seconds=parts.get("s", 0),
+        )
+    except OverflowError:
+        duration = MAX_TTL + timedelta(seconds=1)  # beyond any limit: refused below
     if duration <= timedelta(0) or duration > MAX_TTL:
         raise InputError(
             f"{source}: {text!r} must be more than 0s and at most 30d",
@@ -71,6 +77,23 @@ def _person(name: str, *, flag: str = "--by") -> str:
             suggestions=[f"For example {flag} alice."],
         )
     return cleaned
+
+
+REASON_MAX = 500
+
+
+def _reason(text: str | None) -> str | None:
+    """A reason as approvers and webhooks will see it: printable text on one line, or refused."""
+    if text is None:
+        return None
+    if len(text) > REASON_MAX or any(not ch.isprintable() for ch in text):
+        raise InputError(
+            f"--reason must be printable text on one line, at most {REASON_MAX} characters "
+            "(no control characters, terminal escapes, CR or LF)",
+            code="invalid_reason",
+            suggestions=['For example --reason "release 7: adds invoices"'],
+        )
+    return text.strip() or None
 
 
 def approvers_of(config: LoadedConfig, environment: str) -> list[str]:
@@ -159,6 +182,7 @@ def request_approval(
 ) -> RequestOutcome:
     """Record a request to approve the current plan and tell the approvers."""
     requester = _person(by)
+    reason = _reason(reason)
     _needs_approval(config, plan)
     approvers = _require_approvers(config, plan.environment)
     digest = compute_plan(config, plan)
@@ -200,6 +224,7 @@ def approve_plan(
 ) -> tuple[ApprovalRecord, PlanDigest]:
     """Record `by`'s approval of the current plan; only a configured approver, never the requester."""
     approver = _person(by)
+    reason = _reason(reason)
     _needs_approval(config, plan)
     names = _require_approvers(config, plan.environment)
     if approver.casefold() not in {n.casefold() for n in names}:
@@ -327,6 +352,7 @@ def _approved(plan: InitPlan, record: ApprovalRecord, digest: PlanDigest, comman
         approval_id=record.id,
         plan_hash=digest.hash,
         approve_command=command,
+        approved_pending=tuple((p.package, p.revision, p.checksum) for p in digest.pending),
     )
 
 

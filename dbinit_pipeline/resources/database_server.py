@@ -27,17 +27,67 @@ from dbinit_pipeline.redaction import register_secret
 CONNECT_TIMEOUT_S = 5
 
 
-def parse_url(raw: str, *, source: str) -> URL:
-    """Parse a connection URL; the error names where it came from, never its text."""
+# The URL schemes each provider accepts (SQLAlchemy backend names).
+_BACKENDS = {"postgresql": ("postgresql", "postgres"), "mysql": ("mysql", "mariadb")}
+# Query parameters that libpq and the MySQL drivers read as a password.
+_SECRET_QUERY_KEYS = ("password", "passwd", "sslpassword")
+
+
+def _refuse(source: str, why: str, fix: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{source} does not hold a usable database URL: {why}",
+        code="invalid_connection_url",
+        suggestions=[fix, "The URL is never printed: check the variable's value yourself."],
+    )
+
+
+def parse_url(raw: str, *, source: str, provider: str | None = None) -> URL:
+    """Parse a connection URL; the error names where it came from, never its text.
+
+    Every password the URL carries (in its userinfo or as a `password=` query parameter, as
+    libpq accepts) is registered for redaction, and a query password is moved into the
+    userinfo, so that the URL as displayed (`display_url`) never holds it.
+    """
+    text = raw.strip()
+    # Every spelling of the userinfo's password is a secret, whatever else is wrong with the URL.
+    _, sep, rest = text.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        authority = rest.split("/", 1)[0]
+        userinfo = authority.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            register_secret(userinfo.split(":", 1)[1])
     try:
-        url = make_url(raw.strip())
+        url = make_url(text)
     except (ArgumentError, ValueError):
-        raise ConfigurationError(
-            f"{source} does not hold a valid database URL",
-            code="invalid_connection_url",
-            suggestions=[f"Set {source} to a URL like postgresql://user:password@host:5432/postgres."],
+        raise _refuse(
+            source,
+            "it cannot be parsed",
+            "Set it to a URL like postgresql://user:password@host:5432/postgres.",
         ) from None
     register_secret(url.password if isinstance(url.password, str) else None)
+    for key in _SECRET_QUERY_KEYS:
+        value = url.query.get(key)
+        for item in (value,) if isinstance(value, str) else tuple(value or ()):
+            register_secret(item)
+    if url.host and "@" in url.host:
+        raise _refuse(
+            source,
+            "its host part contains '@', so an '@' in the password is not percent-encoded",
+            "Percent-encode the password: '@' as %40, ':' as %3A, '/' as %2F, '%' as %25.",
+        )
+    if provider is not None:
+        backend = url.get_backend_name()
+        accepted = _BACKENDS.get(provider, (provider,))
+        if backend not in accepted:
+            raise _refuse(
+                source,
+                f"its scheme is {backend!r}, but database.provider is {provider!r}",
+                f"Use a URL like {provider_for(provider).example_url}, or set database.provider to "
+                "the server's kind.",
+            )
+    query_password = url.query.get("password")
+    if isinstance(query_password, str):
+        url = url.difference_update_query(["password"]).set(password=query_password)
     return url
 
 
@@ -51,7 +101,7 @@ def url_from_variable(var: str, provider: str, *, environment: str | None = None
             code="missing_connection_variable",
             suggestions=[f"export {var}={provider_for(provider).example_url}"],
         )
-    return parse_url(raw, source=var)
+    return parse_url(raw, source=var, provider=provider)
 
 
 def display_url(url: URL) -> str:
@@ -90,6 +140,11 @@ class ServerRef:
             from dbinit_pipeline.resources.aws import resolve_secret_source
 
             username, secret = resolve_secret_source(where)  # registers the password for redaction
+            url = make_url(self.url_display).set(username=username, password=secret)
+        elif kind in ("gcp-secret", "azure-secret"):
+            from dbinit_pipeline.resources.cloud import resolve_cloud_secret
+
+            username, secret = resolve_cloud_secret(kind, where)  # registers the password for redaction
             url = make_url(self.url_display).set(username=username, password=secret)
         elif kind == "file":
             url = make_url(self.url_display)

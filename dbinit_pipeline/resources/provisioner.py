@@ -10,7 +10,7 @@ from dagster import ConfigurableResource
 from sqlalchemy import text
 
 from dbinit_pipeline.configuration import LoadedConfig
-from dbinit_pipeline.errors import ConfigurationError, ProvisioningError, UnsupportedError
+from dbinit_pipeline.errors import ConfigurationError, UnsupportedError
 from dbinit_pipeline.providers import provider_for
 from dbinit_pipeline.resources.database_server import (
     DatabaseServer,
@@ -120,16 +120,27 @@ def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
             raise endpoint_error(exc, infra, via=details["connection"]) from None
         return ServerFound(ref, infra.infrastructure, details)
     if plan.hosting in ("gcp-sql", "azure-sql"):
-        raise ProvisioningError(
-            "Database infrastructure not found and cannot be provisioned: "
-            f"hosting {plan.hosting!r} has no provisioner",
-            code="infrastructure_missing",
-            suggestions=[
-                f"Provision the {plan.hosting} instance manually (console or infrastructure as code).",
-                f"Then set environments.{plan.environment}.hosting: local and point "
-                f"{plan.connection_env or 'its connection variable'} at it.",
-            ],
+        # Imported here: the Google and Azure client libraries are optional extras.
+        from dbinit_pipeline.resources import cloud
+
+        found = cloud.ensure_cloud_infrastructure(
+            config, plan.environment, plan.hosting, dry_run=plan.dry_run
         )
+        details = found.details()
+        if found.infrastructure == "would_provision":
+            return ServerFound(found.placeholder_ref(plan.provider), found.infrastructure, details)
+        var = plan.connection_env
+        if var and os.environ.get(var):
+            ref = server_from_env(config, plan)
+            details["connection"] = f"environment variable {var}"
+        else:
+            ref = found.server_ref(plan.provider, var)
+            details["connection"] = "address and kept password"
+        try:
+            details["latency_ms"] = round(check_answers(ref), 1)
+        except Exception as exc:  # any driver error: named for the address and how it was reached
+            raise cloud.endpoint_error(exc, found, via=details["connection"]) from None
+        return ServerFound(ref, found.infrastructure, details)
     raise UnsupportedError(
         f"hosting {plan.hosting!r} is not supported yet",
         suggestions=[

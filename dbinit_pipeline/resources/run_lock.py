@@ -8,7 +8,9 @@ run share one process: the jobs use the in-process executor). A process that die
 connection and the server frees the lock, so a dead holder never blocks anyone; the holder's
 record in the state store (run id, host, pid, started) only names it.
 
-The lock name is `run:<database>`: distinct from the name the migration runner locks inside
+The lock is server-wide: the provider names the database its connection goes to
+(`postgres` on PostgreSQL, whose advisory locks are per database), whatever maintenance database
+the URL names. The lock name is `run:<database>`: distinct from the name the migration runner locks inside
 the target database, so that the run's own schema transactions never wait for the run lock.
 """
 
@@ -22,9 +24,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from dagster import ConfigurableResource, InitResourceContext
+from sqlalchemy import Connection
 
 from dbinit_pipeline.configuration import LoadedConfig
-from dbinit_pipeline.errors import DbinitError, LockTimeout, describe
+from dbinit_pipeline.errors import DbinitError, LockTimeout, classify, describe
 from dbinit_pipeline.plan_hash import server_identity
 from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
 from dbinit_pipeline.resources.project import load_cached
@@ -97,6 +100,25 @@ def _timeout_error(
     )
 
 
+def _lock_connection(database: DatabaseServer) -> Connection:
+    """A connection to the database where the server-wide run lock lives (see the providers)."""
+    where = database.provider.lock_database
+    try:
+        return database.engine(where).connect()
+    except Exception as exc:
+        error = classify(exc, during=f"connecting for the run lock to {where or 'the maintenance database'}")
+        if where is None or error.code != "database_missing":
+            raise error from None
+        raise DbinitError(
+            f"The run lock lives in the database {where!r} of the server, which does not exist",
+            code="lock_unavailable",
+            suggestions=[
+                f"Create it (CREATE DATABASE {where}): every run takes its lock there, so that runs "
+                "whose URLs name different maintenance databases still exclude each other.",
+            ],
+        ) from None
+
+
 def acquire_run_lock(config: LoadedConfig, server: ServerRef, plan: InitPlan, run_id: str) -> LockHolder:
     """Take the run lock of `plan`'s database (waiting up to safety.lock_timeout) and record it.
 
@@ -112,7 +134,7 @@ def acquire_run_lock(config: LoadedConfig, server: ServerRef, plan: InitPlan, ru
     database = DatabaseServer(server)
     stack = ExitStack()
     try:
-        conn = stack.enter_context(database.connect())
+        conn = stack.enter_context(_lock_connection(database))
         try:
             stack.enter_context(database.provider.session_lock(conn, lock_name(plan.database_name), timeout))
         except LockTimeout as exc:

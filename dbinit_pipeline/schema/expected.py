@@ -18,13 +18,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from dbinit_pipeline.errors import PackageError
-from dbinit_pipeline.schema.ledger import CLONES_TABLE, LEDGER_TABLE, SNAPSHOT_TABLE, VERSION_TABLE
+from dbinit_pipeline.schema.ledger import (
+    CLONES_TABLE,
+    IN_PROGRESS_TABLE,
+    LEDGER_TABLE,
+    SNAPSHOT_TABLE,
+    VERSION_TABLE,
+)
 from dbinit_pipeline.schema.package import Package
 from dbinit_pipeline.schema.shape import TableShape, describe_model
 
 # The snapshot table is optional: databases initialized before it existed get it on their next run.
 BOOKKEEPING_TABLES = (LEDGER_TABLE, VERSION_TABLE)
-OPTIONAL_TABLES = (SNAPSHOT_TABLE, CLONES_TABLE)
+# The in-progress table exists where DDL is not transactional, the protection table in databases
+# of protected environments (safety/protection.py).
+# A database cloned from a template (templates.py) records the clone in its own table.
+OPTIONAL_TABLES = (SNAPSHOT_TABLE, IN_PROGRESS_TABLE, "dbinit_protection", CLONES_TABLE)
 
 
 @dataclass

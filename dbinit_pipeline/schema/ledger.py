@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 LEDGER_TABLE = "dbinit_migrations"
 VERSION_TABLE = "alembic_version"
 SNAPSHOT_TABLE = "dbinit_schema_snapshots"
+IN_PROGRESS_TABLE = "dbinit_in_progress"
 
 metadata = sa.MetaData()
 ledger = sa.Table(
@@ -142,6 +143,64 @@ def write_snapshot(conn: Connection, package: str, head: str, shapes: dict[str, 
         {"package": package, "table_name": "", "head": head, "shape": "{}", "run_id": run_id, "taken_at": now}
     ]
     conn.execute(snapshots.insert(), rows)
+
+
+# Where DDL is not transactional (MySQL, MariaDB): a row per migration that has started and not
+# yet recorded its outcome, golang-migrate's "dirty" flag. Kept apart from `metadata` so that
+# databases on transactional servers never get the table.
+_progress_metadata = sa.MetaData()
+in_progress = sa.Table(
+    IN_PROGRESS_TABLE,
+    _progress_metadata,
+    sa.Column("package", sa.String(64), primary_key=True),
+    sa.Column("revision", sa.String(64), primary_key=True),
+    sa.Column("checksum", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class InProgress:
+    package: str
+    revision: str
+    checksum: str
+    run_id: str
+    started_at: datetime
+
+
+def ensure_in_progress(conn: Connection) -> None:
+    _progress_metadata.create_all(conn, checkfirst=True)
+
+
+def read_in_progress(conn: Connection) -> list[InProgress]:
+    if not sa.inspect(conn).has_table(IN_PROGRESS_TABLE):
+        return []
+    rows = conn.execute(
+        sa.select(
+            in_progress.c.package,
+            in_progress.c.revision,
+            in_progress.c.checksum,
+            in_progress.c.run_id,
+            in_progress.c.started_at,
+        ).order_by(in_progress.c.started_at)
+    ).all()
+    return [InProgress(*r) for r in rows]
+
+
+def mark_in_progress(conn: Connection, package: str, revision: str, checksum: str, run_id: str) -> None:
+    conn.execute(
+        in_progress.insert().values(
+            package=package, revision=revision, checksum=checksum, run_id=run_id, started_at=datetime.now(UTC)
+        )
+    )
+
+
+def clear_in_progress(conn: Connection, package: str, revision: str) -> int:
+    result = conn.execute(
+        in_progress.delete().where(in_progress.c.package == package, in_progress.c.revision == revision)
+    )
+    return int(result.rowcount or 0)
 
 
 # A database created as a copy of a template (templates.py) says so here, beside the ledger whose

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dbinit_pipeline.errors import PackageError
 
+REVISION_MAX = 32  # alembic_version.version_num is VARCHAR(32)
 PACKAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
 _DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
@@ -54,7 +55,7 @@ class Manifest(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not PACKAGE_NAME.match(value):
+        if not PACKAGE_NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and underscores, starting with a letter")
         return value
 
@@ -238,6 +239,20 @@ def read_migration(package: str, path: Path, cache: FactsCache | None = None) ->
         facts = _script_facts(package, path, data.decode("utf-8", errors="replace"))
         if cache is not None:
             cache.put_script(checksum, facts)
+    revision = str(facts["revision"])
+    if len(revision) > REVISION_MAX or not revision.isprintable() or revision != revision.strip():
+        raise PackageError(
+            f"Package {package!r}: {path} has revision id {revision[:80]!r}, which "
+            + (
+                f"is longer than {REVISION_MAX} characters (Alembic's version table holds {REVISION_MAX})"
+                if len(revision) > REVISION_MAX
+                else "has spaces or control characters"
+            ),
+            code="package_invalid",
+            suggestions=[
+                f"Use a short id such as the 12 hex digits `dbinit new-migration {package}` writes."
+            ],
+        )
     return Migration(
         package=package,
         revision=facts["revision"],

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
-from dbinit_pipeline.errors import ChecksumMismatch, DbinitError, MigrationError, classify
+from dbinit_pipeline.errors import ApprovalError, ChecksumMismatch, DbinitError, MigrationError, classify
 from dbinit_pipeline.redaction import redact
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.schema import ledger
@@ -295,6 +295,21 @@ def _name_committed_statements(error: MigrationError, m: Migration, executed: Se
         "created) or make them skip what exists, then fix the failing statement and rerun; the "
         f"rerun starts again at revision {m.revision}.",
     )
+
+
+# Codes that say more than "the migration failed": what to do differs.
+_KEPT_CODES = ("lock_table_full", "statement_timeout", "cancelled")
+
+
+def _offline_statements(dialect: str, m: Migration) -> list[str]:
+    """The SQL `m` emits in Alembic's offline mode, one statement an item."""
+    buffer = io.StringIO()
+    ctx = MigrationContext.configure(
+        dialect_name=dialect, opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True}
+    )
+    with Operations.context(ctx):
+        _load_script(m).upgrade()
+    return [" ".join(s.split()) for s in buffer.getvalue().split(";") if s.strip()]
 
 
 def pending_of(packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]) -> list[Migration]:
@@ -583,6 +598,8 @@ class MigrationRunner:
         lock_timeout: float = 60.0,
         transaction_mode: str = "auto",
         progress: Progress | None = None,
+        allowed: frozenset[tuple[str, str, str]] | None = None,
+        statement_timeout_s: float | None = None,
     ) -> None:
         self.server = server
         self.provider = server.provider
@@ -591,6 +608,26 @@ class MigrationRunner:
         self.lock_timeout = lock_timeout
         self.transaction_mode = transaction_mode
         self.progress = progress
+        # (package, revision, sha256) an approval covers; None when the run needs no approval.
+        self.allowed = allowed
+        self.statement_timeout_s = statement_timeout_s
+
+    def _refuse_unapproved(self, pending: Sequence[Migration]) -> None:
+        """Apply nothing that the run's approval does not cover (checked under the lock)."""
+        if self.allowed is None:
+            return
+        outside = [m for m in pending if (m.package, m.revision, m.checksum) not in self.allowed]
+        if outside:
+            names = ", ".join(f"{m.package}:{m.revision} ({m.path.name})" for m in outside[:10])
+            raise ApprovalError(
+                f"Pending revision(s) outside the approved plan of {self.database!r}: {names}; "
+                "nothing was applied",
+                code="plan_changed",
+                suggestions=[
+                    "Review the current plan (dbinit plan ENV) and have it approved, then launch a new run.",
+                ],
+                details={"unapproved": [f"{m.package}:{m.revision}" for m in outside]},
+            )
 
     # -- reading -----------------------------------------------------------------------
     def applied(self, conn: Connection) -> dict[tuple[str, str], LedgerEntry]:
@@ -613,6 +650,28 @@ class MigrationRunner:
         ]
 
     # -- dry run -----------------------------------------------------------------------
+    def plan_pending(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
+        """What would be applied, from the ledger and the files' checksums: no script is imported."""
+        applied: dict[tuple[str, str], LedgerEntry] = {}
+        if database_exists:
+            with self.server.connect(self.database) as conn:
+                applied = self.applied(conn)
+                conn.rollback()
+        check_history(packages, applied)
+        pending = pending_of(packages, applied)
+        grouped = _by_package(pending)
+        outcomes = [
+            PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in grouped[pkg.name]))
+            for pkg in packages
+            if grouped.get(pkg.name)
+        ]
+        return ApplyReport(
+            packages=tuple(outcomes),
+            pending=len(pending),
+            dry_run=True,
+            transaction=self._decide_mode(len(pending), None)[0] if pending else "none",
+        )
+
     def plan_sql(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
         """The SQL each pending revision would run (Alembic offline mode); changes nothing."""
         try:
@@ -687,10 +746,12 @@ class MigrationRunner:
     def _apply(self, packages: Sequence[Package]) -> ApplyReport:
         started = time.perf_counter()
         with self.server.connect(self.database) as conn:
+            self.provider.set_statement_timeout(conn, self.statement_timeout_s)
             created = not ledger.exists(conn)
             applied = {} if created else ledger.read(conn)
             check_history(packages, applied)
             pending = pending_of(packages, applied)
+            self._refuse_unapproved(pending)
             if not pending:
                 conn.rollback()
                 return ApplyReport(duration_ms=int((time.perf_counter() - started) * 1000))
@@ -723,6 +784,7 @@ class MigrationRunner:
             applied = ledger.read(conn)
             check_history(packages, applied)
             pending = pending_of(packages, applied)
+            self._refuse_unapproved(pending)
             total = len(pending)
             entries: list[LedgerEntry] = []
             outcomes: list[PackageOutcome] = []
@@ -754,26 +816,42 @@ class MigrationRunner:
         failure leaves a ledger that says exactly where to resume."""
         with conn.begin():
             ledger.ensure(conn)
+            ledger.ensure_in_progress(conn)
             applied = ledger.read(conn)
+            unfinished = ledger.read_in_progress(conn)
         check_history(packages, applied)
+        if unfinished:
+            raise self._dirty_error(packages, unfinished)
         pending = pending_of(packages, applied)
+        self._refuse_unapproved(pending)
         total = len(pending)
         outcomes: list[PackageOutcome] = []
         done = 0
         for pkg in packages:
             mine = [m for m in pending if m.package == pkg.name]
             for m in mine:
+                # Committed before the migration's first statement: a crash from here until the
+                # ledger row is written leaves the mark, and the next run stops on it.
                 with conn.begin():
-                    ctx = MigrationContext.configure(connection=conn)
-                    with Operations.context(ctx), _statements_of(conn) as executed:
-                        try:
-                            entry = self._run_one(m)
-                        except MigrationError as exc:
-                            _name_committed_statements(exc, m, executed)
-                            raise
-                    ledger.record(conn, [entry])
-                    previous = [r.revision for r in pkg.migrations]
-                    ledger.set_heads(conn, previous, [m.revision])
+                    ledger.mark_in_progress(conn, m.package, m.revision, m.checksum, self.run_id)
+                try:
+                    with conn.begin():
+                        ctx = MigrationContext.configure(connection=conn)
+                        with Operations.context(ctx), _statements_of(conn) as executed:
+                            try:
+                                entry = self._run_one(m)
+                            except MigrationError as exc:
+                                _name_committed_statements(exc, m, executed)
+                                raise
+                        ledger.record(conn, [entry])
+                        previous = [r.revision for r in pkg.migrations]
+                        ledger.set_heads(conn, previous, [m.revision])
+                        ledger.clear_in_progress(conn, m.package, m.revision)
+                except MigrationError:
+                    # The error names what was committed: the mark has served its purpose.
+                    with conn.begin():
+                        ledger.clear_in_progress(conn, m.package, m.revision)
+                    raise
                 done += 1
                 if self.progress:
                     self.progress(pkg.name, done, total)
@@ -790,7 +868,7 @@ class MigrationRunner:
             module.upgrade()
         except DbinitError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a script's sys.exit() is the script's failure
             raise self._migration_failure(m, exc) from None
         finally:
             if behind is not None:
@@ -802,6 +880,78 @@ class MigrationRunner:
             filename=m.path.name,
             run_id=self.run_id,
             duration_ms=int((time.perf_counter() - t0) * 1000),
+        )
+
+    def resolve(self, packages: Sequence[Package], package: str, revision: str, *, applied: bool) -> str:
+        """Clear the in-progress mark of a migration whose process died: as undone (it runs again
+        next time) or as applied (recorded in the ledger, not run again). Returns what was done."""
+        by_key = {m.key: m for pkg in packages for m in pkg.migrations}
+        with self.server.connect(self.database) as conn, conn.begin():
+            marks = {(r.package, r.revision): r for r in ledger.read_in_progress(conn)}
+            mark = marks.get((package, revision))
+            if mark is None:
+                known = ", ".join(f"{p}:{r}" for p, r in marks) or "none"
+                raise MigrationError(
+                    f"{package}:{revision} is not marked as started-and-unfinished in {self.database!r} "
+                    f"(marked: {known}); nothing was changed",
+                    code="not_dirty",
+                    suggestions=["Run dbinit init ENV: it names the unfinished migration, if any."],
+                )
+            if applied:
+                m = by_key.get((package, revision))
+                if m is None or m.checksum != mark.checksum:
+                    raise ChecksumMismatch(
+                        f"{package}:{revision} cannot be recorded as applied: its file "
+                        + ("is gone" if m is None else f"({m.path}) changed since the run that started it")
+                        + "; nothing was changed",
+                        suggestions=["Restore the file as it was, or resolve with --undone and rerun."],
+                    )
+                ledger.record(
+                    conn,
+                    [
+                        LedgerEntry(
+                            package, revision, m.checksum, m.path.name, run_id=f"resolve:{self.run_id}"
+                        )
+                    ],
+                )
+                pkg_revisions = [r.revision for p in packages if p.name == package for r in p.migrations]
+                ledger.set_heads(conn, pkg_revisions, [revision])
+            ledger.clear_in_progress(conn, package, revision)
+        return "applied" if applied else "undone"
+
+    def _dirty_error(
+        self, packages: Sequence[Package], unfinished: Sequence[ledger.InProgress]
+    ) -> MigrationError:
+        """A migration started and never finished (the process died): name it and what it runs."""
+        first = unfinished[0]
+        by_key = {m.key: m for pkg in packages for m in pkg.migrations}
+        m = by_key.get((first.package, first.revision))
+        where = f"{m.path}" if m else f"revision {first.revision} (no longer on disk)"
+        statements: list[str] = []
+        if m is not None and m.checksum == first.checksum:
+            with suppress(Exception):  # the statements are help for the reader, not a requirement
+                statements = _offline_statements(self.provider.name, m)
+        resolve = f"dbinit resolve ENV {first.package} {first.revision}"
+        return MigrationError(
+            f"Package {first.package!r}, revision {first.revision} ({where}) was started by run "
+            f"{first.run_id} at {first.started_at} and never finished: its process ended before it "
+            f"could record the outcome, and {self.provider.name} committed each of its DDL statements "
+            "as it ran, so some of them may be in the database",
+            code="migration_dirty",
+            suggestions=[
+                "Inspect the database for the effects of the statements listed in details.statements "
+                "(the migration's SQL, in order).",
+                f"If none of them took effect, or after undoing those that did: {resolve} --undone "
+                "(the next run applies the migration again).",
+                f"If all of them took effect: {resolve} --applied (recorded as applied, not run again).",
+            ],
+            details={
+                "package": first.package,
+                "revision": first.revision,
+                "file": str(m.path) if m else None,
+                "started_by_run": first.run_id,
+                "statements": statements,
+            },
         )
 
     def _migration_failure(self, m: Migration, exc: BaseException) -> DbinitError:
@@ -824,7 +974,7 @@ class MigrationRunner:
         ]
         return MigrationError(
             message,
-            code="lock_table_full" if classified.code == "lock_table_full" else "migration_failed",
+            code=classified.code if classified.code in _KEPT_CODES else "migration_failed",
             transient=classified.transient,
             suggestions=suggestions,
             details={

@@ -24,6 +24,10 @@ _TYPE_SYNONYMS = {
     "INT": "INTEGER",
     "INT4": "INTEGER",
     "INT8": "BIGINT",
+    # MariaDB (and MySQL before 8.0.19) report the display width, which changes no value.
+    "INTEGER(11)": "INTEGER",
+    "INT(11)": "INTEGER",
+    "BIGINT(20)": "BIGINT",
 }
 _NOW = re.compile(r"^(now\(\)|current_timestamp(\(\d*\))?|localtimestamp(\(\d*\))?)$")
 _CAST = re.compile(r"::[a-z_ ]+(\(\d+(,\s*\d+)?\))?(\[\])?", re.IGNORECASE)

@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.errors import APPROVAL_REFUSALS
 from dbinit_pipeline.jobs import ENV_TAG
 from dbinit_pipeline.redaction import redact
 from dbinit_pipeline.resources.notifier import (
@@ -95,7 +96,7 @@ def describe_failure(
 
 def notification_for(failed: FailedRun, approvers: Mapping[str, Sequence[str]]) -> Notification:
     """An approval request for a run stopped by the approval gate, a failure report otherwise."""
-    if failed.stage == "approve" and failed.code == "approval_required":
+    if failed.stage == "approve" and failed.code in APPROVAL_REFUSALS:
         return approval_request(failed, approvers.get(failed.environment, ()))
     return failure_notification(failed)
 

@@ -9,8 +9,11 @@ from sqlalchemy.exc import ProgrammingError
 from dbinit_pipeline.errors import DatabaseExists, InputError
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.resources.operation_log import OperationLog
+from dbinit_pipeline.resources.project import ProjectResource
 from dbinit_pipeline.resources.run_lock import RunLock
+from dbinit_pipeline.safety.protection import write_mark
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
+from dbinit_pipeline.stages.guard import guard_mutation
 from dbinit_pipeline.stages.results import DatabaseReady, InitPlan, Provisioned
 from dbinit_pipeline.stages.template_use import FromTemplate
 
@@ -72,19 +75,31 @@ def database_ready(provisioned: Provisioned) -> DatabaseReady:
     from_template = FromTemplate.for_plan(server, plan)
     action, existed = ensure_database(server, plan, make=from_template.make if from_template else None)
     template = from_template.finish(action) if from_template else None
+    if plan.protected and not plan.dry_run:
+        write_mark(server, plan.database_name, plan.environment, plan.run_id or "manual")
     return DatabaseReady(provisioned, action, existed_before=existed, template=template)
 
 
 @op(retry_policy=TRANSIENT_RETRY)
 def create(
-    context: OpExecutionContext, provisioned: Provisioned, operation_log: OperationLog, run_lock: RunLock
+    context: OpExecutionContext,
+    provisioned: Provisioned,
+    project: ProjectResource,
+    operation_log: OperationLog,
+    run_lock: RunLock,
 ) -> DatabaseReady:
     """Take the run lock, then make sure the target database exists (a dry run only says what would happen)."""
     plan = provisioned.plan
 
     def locked_and_ready() -> DatabaseReady:
-        # Held until verify: one initialization per server and database at a time.
-        run_lock.acquire(provisioned, run_id=context.run_id)
+        # The lock is held until verify: one initialization per server and database at a time.
+        guard_mutation(
+            project.load(),
+            provisioned,
+            run_id=context.run_id,
+            run_lock=run_lock,
+            recreating=plan.if_exists == "recreate",
+        )
         return database_ready(provisioned)
 
     ready = run_stage(context, "create", operation_log, locked_and_ready, plan=plan)

@@ -10,11 +10,18 @@ then the run lock is released. The response says what was cleaned up or kept, an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from dagster import Backoff, Failure, Jitter, MetadataValue, OpExecutionContext, RetryPolicy
+from dagster import (
+    Backoff,
+    DagsterExecutionInterruptedError,
+    Failure,
+    Jitter,
+    MetadataValue,
+    OpExecutionContext,
+    RetryPolicy,
+)
 
 from dbinit_pipeline.errors import DbinitError, classify
 from dbinit_pipeline.redaction import redact_data
@@ -92,39 +99,72 @@ def run_stage(
         return work()
     except Failure:
         raise
+    except (KeyboardInterrupt, DagsterExecutionInterruptedError, SystemExit) as exc:
+        # SIGINT, SIGTERM (Dagster maps it to SIGINT while a run executes), a terminate from the
+        # UI, or sys.exit() outside a migration: the run ends here, once, never retried.
+        error = interrupted(exc, stage)
     except Exception as exc:  # every error ends in a response, whatever raised it
-        error: DbinitError = classify(exc, during=stage.replace("_", " "))
+        error = classify(exc, during=stage.replace("_", " "))
         attempt = context.retry_number + 1
         if error.transient and context.retry_number < TRANSIENT_RETRY.max_retries:
             context.log.warning(f"{stage}: {error.message} (attempt {attempt}); retrying")
             raise error from None
-        cleanup = cleanup_after_failure(stage, database)
-        if release_run_lock(context.run_id):
-            cleanup["lock"] = "released"
-        response: dict[str, Any] = redact_data(
-            error_response(
-                error,
-                stage=stage,
-                plan=plan,
-                environment=environment,
-                run_id=context.run_id,
-                cleanup=cleanup,
-            )
+    fail(context, stage, oplog, error, plan=plan, environment=environment, database=database)
+
+
+def interrupted(exc: BaseException, stage: str) -> DbinitError:
+    """The error of a run stopped from outside (a signal, a terminate, sys.exit)."""
+    if isinstance(exc, SystemExit):
+        what = f"sys.exit({exc.code!r}) was called"
+    elif isinstance(exc, KeyboardInterrupt):
+        what = "the process received SIGINT or SIGTERM"
+    else:
+        what = "the run was terminated (from the UI, or by SIGINT/SIGTERM)"
+    return DbinitError(
+        f"The run was stopped during {stage.replace('_', ' ')}: {what}",
+        code="cancelled",
+        suggestions=[
+            "What this stage had begun was rolled back where the server allows it (PostgreSQL); "
+            "see cleanup for the database.",
+            "Launch a new run when you want to continue.",
+        ],
+    )
+
+
+def fail(
+    context: OpExecutionContext,
+    stage: str,
+    oplog: OperationLog,
+    error: DbinitError,
+    *,
+    plan: InitPlan | None,
+    environment: str | None,
+    database: DatabaseReady | None,
+) -> NoReturn:
+    """Clean up, release the lock, record the response, and end the step without retries."""
+    cleanup = cleanup_after_failure(stage, database)
+    if release_run_lock(context.run_id):
+        cleanup["lock"] = "released"
+    response: dict[str, Any] = redact_data(
+        error_response(
+            error,
+            stage=stage,
+            plan=plan,
+            environment=environment,
+            run_id=context.run_id,
+            cleanup=cleanup,
         )
-        for problem in oplog.append(response):
-            context.log.warning(problem)
-        context.log.error(f"{stage} failed: {error.message}")
-        raise Failure(
-            description=error.message,
-            metadata={
-                "response": MetadataValue.json(response),
-                "code": error.code,
-                "stage": stage,
-                "suggestions": MetadataValue.text("\n".join(error.suggestions)),
-            },
-            allow_retries=False,
-        ) from None
-
-
-def response_json(response: dict[str, Any]) -> str:
-    return json.dumps(response, indent=2, sort_keys=False, default=str)
+    )
+    for problem in oplog.append(response):
+        context.log.warning(problem)
+    context.log.error(f"{stage} failed: {error.message}")
+    raise Failure(
+        description=error.message,
+        metadata={
+            "response": MetadataValue.json(response),
+            "code": error.code,
+            "stage": stage,
+            "suggestions": MetadataValue.text("\n".join(error.suggestions)),
+        },
+        allow_retries=False,
+    ) from None

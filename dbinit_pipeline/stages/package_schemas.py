@@ -4,8 +4,9 @@ from dagster import OpExecutionContext, op
 
 from dbinit_pipeline.resources.operation_log import OperationLog
 from dbinit_pipeline.resources.project import ProjectResource
+from dbinit_pipeline.resources.run_lock import RunLock
 from dbinit_pipeline.schema.loading import registry_for
-from dbinit_pipeline.stages.core_schema import apply_packages
+from dbinit_pipeline.stages.core_schema import guarded_apply
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.stages.results import CoreApplied, PackagesApplied
 from dbinit_pipeline.stages.schema_progress import progress_logger
@@ -17,6 +18,7 @@ def package_schemas(
     core: CoreApplied,
     project: ProjectResource,
     operation_log: OperationLog,
+    run_lock: RunLock,
 ) -> PackagesApplied:
     """Apply the pending migrations of every package in dependency order."""
     config = project.load()
@@ -24,10 +26,12 @@ def package_schemas(
         context,
         "package_schemas",
         operation_log,
-        lambda: apply_packages(
+        lambda: guarded_apply(
             config,
             core.database,
             registry_for(config, context.run_id).packages(),
+            run_id=context.run_id,
+            run_lock=run_lock,
             progress=progress_logger(context, "package_schemas"),
         ),
         plan=core.plan,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbinit_pipeline.resources.database_server import ServerRef
+from dbinit_pipeline.safety.pinned import PinnedSources
 from dbinit_pipeline.schema.runner import ApplyReport
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ class InitPlan:
     package_order: tuple[str, ...]
     run_id: str = ""
     collation: str | None = None
+    # Every revision and models file as validate read them: mutating stages refuse other files.
+    pinned: PinnedSources | None = None
+    sql: bool = False  # a dry run that renders SQL (runs the scripts in offline mode)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class Approved:
     approval_id: str | None = None
     plan_hash: str | None = None  # computed when approval is needed, and in every dry run
     approve_command: str | None = None
+    # What the approval covers: (package, revision, sha256) of each pending revision. A stage
+    # applies nothing outside it, whichever run (or re-execution) it belongs to.
+    approved_pending: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)

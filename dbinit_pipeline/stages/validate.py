@@ -5,11 +5,12 @@ import re
 
 from dagster import Config, OpExecutionContext, op
 
-from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.configuration import CLOUD_HOSTINGS, LoadedConfig
 from dbinit_pipeline.errors import ConfigurationError, InputError
 from dbinit_pipeline.providers import provider_for
 from dbinit_pipeline.resources.operation_log import OperationLog
 from dbinit_pipeline.resources.project import ProjectResource
+from dbinit_pipeline.safety.pinned import pin_registry
 from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.stages.results import InitPlan
@@ -23,6 +24,7 @@ class InitParams(Config):
     database_name: str | None = None
     if_exists: str | None = None
     dry_run: bool = False
+    sql: bool = False  # with dry_run: render each pending script's SQL (runs it in Alembic's offline mode)
 
 
 def default_database_name(project: str, environment: str) -> str:
@@ -45,7 +47,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
     provider = provider_for(model.database.provider)
     hosting = config.hosting(environment)
     protected = config.is_protected(environment)
-    if hosting != "embedded" and not hosting.startswith("aws-"):
+    if hosting not in ("embedded", *CLOUD_HOSTINGS):
         var = env.connection_string_env
         if not var:
             raise ConfigurationError(
@@ -93,6 +95,8 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
         package_order=tuple(p.name for p in registry.ordered()),
         run_id=run_id,
         collation=model.database.collation,
+        pinned=pin_registry(registry),
+        sql=params.sql,
     )
 
 

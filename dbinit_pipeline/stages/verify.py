@@ -13,12 +13,17 @@ from dbinit_pipeline.resources.project import ProjectResource
 from dbinit_pipeline.resources.run_lock import RunLock
 from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.stages.failure import TRANSIENT_RETRY, run_stage
+from dbinit_pipeline.stages.guard import guard_mutation
 from dbinit_pipeline.stages.results import PackagesApplied, Verified
 from dbinit_pipeline.stages.template_use import keep_after_verify
 
 
 def cloud_checks(config: LoadedConfig, environment: str, hosting: str) -> dict[str, dict[str, Any]] | None:
-    """Checks only the cloud can answer: an RDS or Aurora server's disk comes from CloudWatch."""
+    """Checks only the cloud can answer: a cloud server's disk comes from its monitoring API."""
+    if hosting in ("gcp-sql", "azure-sql"):
+        from dbinit_pipeline.resources.cloud import cloud_disk_space
+
+        return {"disk": cloud_disk_space(config, environment, hosting)}
     if hosting not in ("aws-rds", "aws-aurora"):
         return None
     from dbinit_pipeline.resources.aws import aws_disk_space
@@ -72,11 +77,18 @@ def verify(
     run_lock: RunLock,
 ) -> Verified:
     """Compare the live schema with the expected one and run the health checks."""
+    config = project.load()
+
+    def guarded() -> Verified:
+        # verify records snapshots: like every stage that writes, it checks first (stages/guard.py)
+        guard_mutation(config, applied.database.provisioned, run_id=context.run_id, run_lock=run_lock)
+        return verify_applied(config, applied)
+
     verified = run_stage(
         context,
         "verify",
         operation_log,
-        lambda: verify_applied(project.load(), applied),
+        guarded,
         plan=applied.plan,
         database=applied.database,
     )

@@ -145,16 +145,23 @@ def test_a_failing_notifier_is_logged_and_never_breaks_the_sensor(
     assert "the failure notification could not be prepared" in capsys.readouterr().err
 
 
-def test_a_run_stopped_for_approval_asks_the_approvers() -> None:
-    waiting = FailedRun(
-        environment="production",
-        job="initialize_production",
-        run_id="r-1",
-        stage="approve",
-        error="Environment 'production' is protected: no approval was found",
-        suggestions=("dbinit approve production --by NAME",),
-        code="approval_required",
+def test_a_run_stopped_for_approval_asks_the_approvers(
+    project: Project, webhook: WebhookListener, instance: DagsterInstance
+) -> None:
+    _notified_project(project, webhook.url)
+    project.write_config(
+        integration={"notifier": {"webhook_url_env": "OPS_TEST_WEBHOOK"}},
+        safety={"protected_environments": ["production"], "approvers": {"production": ["alice", "bob"]}},
     )
+    config = project.config()
+    result = build_job(config, "production").execute_in_process(
+        run_config={"ops": {"validate": {"config": {"database_name": project.database()}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+    context = _failure_context(instance, result.run_id)
+    waiting = describe_failure(context.dagster_run, context.get_step_failure_events(), None)
+    assert waiting is not None and waiting.stage == "approve" and waiting.code == "approval_missing"
     notification = notification_for(waiting, {"production": ["alice", "bob"]})
     assert notification.kind == "approval"
     assert notification.fields["Approvers"] == "alice, bob"
