@@ -42,7 +42,7 @@ from dbinit_pipeline.stages.results import (
 )
 from dbinit_pipeline.stages.validate import InitParams, build_plan
 from dbinit_pipeline.stages.verify import verify_applied
-from dbinit_pipeline.templates import list_templates, template_plan_hash, template_policy
+from dbinit_pipeline.templates import find_template, template_plan_hash, template_policy
 
 OPERATION = "initialize-fleet"
 _SLOT_POLL_S = 0.2
@@ -99,7 +99,7 @@ def first_builds_template(config: LoadedConfig, environment: str, run_id: str) -
         return False
     hash_ = template_plan_hash(registry_for(config, run_id).ordered(), server.provider.name)
     with server.connect(autocommit=True) as conn:
-        return not any(r.plan_hash == hash_ for r in list_templates(server, conn))
+        return find_template(server, conn, hash_, config.model.project, environment) is None
 
 
 @contextmanager

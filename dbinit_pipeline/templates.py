@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -92,8 +93,10 @@ def template_plan_hash(packages: Sequence[Package], provider: str) -> str:
     )
 
 
-def template_name(hash_: str) -> str:
-    return f"{TEMPLATE_PREFIX}{hash_[:32]}"
+def template_name(hash_: str, project: str, environment: str) -> str:
+    """The template of plan `hash_` built by `project`'s `environment` (each environment its own)."""
+    scoped = hashlib.sha256(f"{project}/{environment}/{hash_}".encode()).hexdigest()
+    return f"{TEMPLATE_PREFIX}{scoped[:32]}"
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,10 @@ class TemplateRecord:
             )
         except (ValueError, KeyError, TypeError):
             return None
-        if data.get("dbinit_template") != TEMPLATE_FORMAT or template_name(record.plan_hash) != found.name:
+        if (
+            data.get("dbinit_template") != TEMPLATE_FORMAT
+            or template_name(record.plan_hash, record.project, record.environment) != found.name
+        ):
             return None
         return record
 
@@ -153,6 +159,20 @@ def list_templates(server: DatabaseServer, conn: Connection) -> list[TemplateRec
     """Every finished template on the server, newest first."""
     records = [TemplateRecord.of(t) for t in server.provider.list_templates(conn, TEMPLATE_PREFIX)]
     return sorted((r for r in records if r is not None), key=lambda r: r.built_at, reverse=True)
+
+
+def find_template(
+    server: DatabaseServer, conn: Connection, hash_: str, project: str, environment: str
+) -> TemplateRecord | None:
+    """The finished template of `hash_` that `project`'s `environment` built, if any."""
+    return next(
+        (
+            r
+            for r in list_templates(server, conn)
+            if r.plan_hash == hash_ and r.project == project and r.environment == environment
+        ),
+        None,
+    )
 
 
 @dataclass(frozen=True)
@@ -202,16 +222,20 @@ def create_from_template(
     *,
     hash_: str,
     policy: TemplatePolicy,
+    project: str,
+    environment: str,
     collation: str | None = None,
 ) -> TemplateUse:
     """Create database `name` (autocommit `conn` on the maintenance database) as a copy of the
-    template of `hash_`; when there is none, or it is busy or gone, create it empty and say why.
+    template of `hash_` that this project's `environment` built; when there is none, or it is busy
+    or gone, create it empty and say why. Only the environment's own templates are cloned: a
+    template holds everything its source database held (a protected environment's mark included).
 
     Errors other than a busy or missing template are raised as they are (a name clash included,
     which the create stage handles as it does for an empty database)."""
     provider = server.provider
     short = hash_[:12]
-    record = next((r for r in list_templates(server, conn) if r.plan_hash == hash_), None)
+    record = find_template(server, conn, hash_, project, environment)
     if record is None:
         provider.create_database(conn, name, collation=collation)
         return TemplateUse(
@@ -281,7 +305,7 @@ def keep_template(
     drop this environment's templates beyond `policy.keep`. Never raises: what happened, or why
     nothing was kept, is returned for the response."""
     provider = server.provider
-    name = template_name(hash_)
+    name = template_name(hash_, project, environment)
     short = hash_[:12]
     try:
         with server.connect(autocommit=True) as conn:

@@ -22,15 +22,17 @@ from sqlalchemy.engine import make_url
 from dbinit_pipeline.configuration import load_config
 from dbinit_pipeline.providers.postgresql import PostgresProvider
 from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
-from dbinit_pipeline.templates import TEMPLATE_PREFIX, TemplateRecord, create_from_template, template_policy
+from dbinit_pipeline.templates import (
+    TEMPLATE_PREFIX,
+    TemplateRecord,
+    create_from_template,
+    template_name,
+    template_policy,
+)
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
 from dbinit_pipeline_tests.mysql_support import MySQLProject, mysql_project, mysql_server
 
 __all__ = ["mysql_project", "mysql_server"]  # fixtures, used by name
-from dbinit_pipeline.schema.package import read_package
-from dbinit_pipeline.schema.registry import CORE_PACKAGE_DIR
-
-CORE_COUNT = len(read_package(CORE_PACKAGE_DIR).migrations)
 
 
 def templates_on(project: Project, **settings: Any) -> None:
@@ -93,7 +95,7 @@ def tracked(project: Project) -> Iterator[list[str]]:
     hashes: list[str] = []
     yield hashes
     for name, (_, _, comment) in templates_of(project.server).items():
-        if comment.get("plan_hash") in hashes or name[len(TEMPLATE_PREFIX) :] in [h[:32] for h in hashes]:
+        if comment.get("plan_hash") in hashes:
             drop_template(project.server, name)
 
 
@@ -201,7 +203,7 @@ def test_a_changed_plan_replays_and_refreshes_the_template_dropping_the_oldest(
     assert (
         used["status"] == "replayed" and used["plan_hash"] != first["result"]["template"]["used"]["plan_hash"]
     )
-    assert second["result"]["migrations_applied"] == CORE_COUNT + 2  # the core, and the package's two
+    assert second["result"]["migrations_applied"] == first["result"]["migrations_applied"] + 1
     assert kept["status"] == "kept" and kept["dropped"] == [old]
     assert old not in templates_of(project.server)
     third = project.run(database_name=project.database())
@@ -253,7 +255,9 @@ def test_two_runs_cloning_at_once_both_succeed_and_the_template_is_never_written
     def clone(target: str) -> str:
         with server.connect(autocommit=True) as conn:
             barrier.wait()
-            return create_from_template(server, conn, target, hash_=hash_, policy=policy).status
+            return create_from_template(
+                server, conn, target, hash_=hash_, policy=policy, project="testproj", environment="dev"
+            ).status
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(clone, [project.database() for _ in range(4)])) == ["cloned"] * 4
@@ -284,7 +288,7 @@ def test_a_busy_template_falls_back_to_replay_with_a_note(project: Project, trac
     used = response["result"]["template"]["used"]
     assert used["status"] == "replayed" and f"template {name}" in used["note"] and "is busy" in used["note"]
     assert used["note"] in response["result"]["notes"]
-    assert response["result"]["migrations_applied"] == CORE_COUNT + 1
+    assert response["result"]["migrations_applied"] == first["result"]["migrations_applied"]
     kept = response["result"]["template"]["kept"]  # still held while this run finished
     assert kept["status"] == "not_kept" and "in use by another run" in kept["note"]
 
@@ -328,7 +332,7 @@ def test_protected_environments_use_templates_only_when_enabled_there(tmp_path: 
 def test_a_half_made_template_is_not_a_template() -> None:
     from dbinit_pipeline.providers.base import DatabaseTemplate
 
-    name = f"{TEMPLATE_PREFIX}{'a' * 32}"
+    name = template_name("a" * 64, "p", "dev")
     comment = json.dumps(
         {
             "dbinit_template": 1,
@@ -356,3 +360,29 @@ def test_on_mysql_the_response_says_templates_are_not_available(mysql_project: M
     assert used["status"] == "unavailable"
     assert used["note"].startswith("templates are not available on mysql")
     assert "kept" not in response["result"]["template"]
+
+
+def test_only_the_environments_own_templates_are_cloned(project: Project, tracked: list[str]) -> None:
+    """A template holds all its source held (a protected environment's mark included): another
+    environment of the project builds its own rather than cloning it."""
+    project.write_config(
+        templates={"enabled": True},
+        environments={
+            "dev": {"connection_string_env": TEST_URL_VAR},
+            "qa": {"connection_string_env": TEST_URL_VAR},
+        },
+    )
+    unique_package(project)
+    first = project.run("dev", database_name=project.database())
+    tracked.append(first["result"]["template"]["used"]["plan_hash"])
+    other = project.run("qa", database_name=project.database())
+    assert other["status"] == "success", other
+    assert other["result"]["template"]["used"]["status"] == "replayed"
+    assert other["result"]["template"]["kept"]["status"] == "kept"
+    assert (
+        other["result"]["template"]["kept"]["template_database"]
+        != (first["result"]["template"]["kept"]["template_database"])
+    )
+    assert project.run("dev", database_name=project.database())["result"]["template"]["used"]["status"] == (
+        "cloned"
+    )

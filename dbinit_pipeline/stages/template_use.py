@@ -55,7 +55,14 @@ class FromTemplate:
             self.server.provider.create_database(conn, name, collation=self.plan.collation)
             return
         self.use = create_from_template(
-            self.server, conn, name, hash_=self.hash_, policy=self.policy, collation=self.plan.collation
+            self.server,
+            conn,
+            name,
+            hash_=self.hash_,
+            policy=self.policy,
+            project=self.plan.project,
+            environment=self.plan.environment,
+            collation=self.plan.collation,
         )
 
     def finish(self, action: str) -> TemplateUse | None:
