@@ -23,10 +23,12 @@ from dbinit_pipeline.schema.package import Package
 from dbinit_pipeline.schema.shape import TableShape, describe_model
 
 # The snapshot table is optional: databases initialized before it existed get it on their next run.
-BOOKKEEPING_TABLES = (LEDGER_TABLE, VERSION_TABLE)
+# Each applied package's version table is bookkeeping too (`Package.version_table`).
+BOOKKEEPING_TABLES = (LEDGER_TABLE,)
 # The in-progress table exists where DDL is not transactional, the protection table in databases
-# of protected environments (safety/protection.py).
-OPTIONAL_TABLES = (SNAPSHOT_TABLE, IN_PROGRESS_TABLE, "dbinit_protection")
+# of protected environments (safety/protection.py), the shared version table in databases
+# initialized before version tables were per package.
+OPTIONAL_TABLES = (SNAPSHOT_TABLE, IN_PROGRESS_TABLE, "dbinit_protection", VERSION_TABLE)
 
 
 @dataclass
@@ -83,6 +85,9 @@ def expected_schema(
     for name in BOOKKEEPING_TABLES:
         expected.owners[name] = "dbinit"
     for pkg in packages:
+        applied = pkg.name in applied_heads if applied_heads is not None else pkg.head is not None
+        if applied:
+            expected.owners[pkg.version_table] = "dbinit"
         metadata = load_models(pkg)
         if metadata is not None:
             for table in metadata.tables.values():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from dbinit_pipeline.errors import PackageError
 
 REVISION_MAX = 32  # alembic_version.version_num is VARCHAR(32)
 PACKAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+VERSION_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,59}$")
 _REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
 _DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
 _SQL_CREATE = re.compile(r"create\s+table\s+(?:if\s+not\s+exists\s+)?[\"`]?(\w+)", re.IGNORECASE)
@@ -39,6 +41,22 @@ _SQL_REFERENCES = re.compile(r"references\s+[\"`]?(\w+)", re.IGNORECASE)
 _DBAPI_ACCESS = re.compile(r"\b(cursor|driver_connection|dbapi_connection)\b")
 # libyaml when PyYAML was built with it: ten times faster on 500 manifests.
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class InstalledFolder(BaseModel):
+    """A folder inside an installed Python package: `{package: optuna, path: storages/_rdb/alembic/versions}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    package: str
+    path: str = ""
+
+    @field_validator("package")
+    @classmethod
+    def _top_level(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("name a top-level importable package (no dots); the rest goes in path")
+        return value
 
 
 class Manifest(BaseModel):
@@ -51,12 +69,25 @@ class Manifest(BaseModel):
     description: str = ""
     depends_on: list[str] = Field(default_factory=list)
     models: str | None = None
+    # Alembic's version table for this package's history; default `alembic_version_<name>`.
+    version_table: str | None = None
+    # Where the revision scripts are: `migrations/` beside package.yaml unless this names a folder
+    # (relative to package.yaml) or a folder of an installed distribution (an Alembic history a
+    # project ships in its wheel).
+    migrations: str | InstalledFolder | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not PACKAGE_NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and underscores, starting with a letter")
+        return value
+
+    @field_validator("version_table")
+    @classmethod
+    def _version_table(cls, value: str | None) -> str | None:
+        if value is not None and not VERSION_TABLE_NAME.fullmatch(value):
+            raise ValueError("use letters, digits and underscores (at most 60), starting with a letter")
         return value
 
     @field_validator("version", mode="before")
@@ -104,6 +135,13 @@ class Package:
     migrations: tuple[Migration, ...]
     models: str | None = None
     problems: tuple[str, ...] = field(default=())
+    declared_version_table: str | None = None
+
+    @property
+    def version_table(self) -> str:
+        """Alembic's version table of this package: package.yaml's `version_table`, else
+        `alembic_version_<name>`."""
+        return self.declared_version_table or f"alembic_version_{self.name}"
 
     @property
     def head(self) -> str | None:
@@ -444,6 +482,32 @@ def _script_names(folder: Path) -> list[str]:
         return []
 
 
+def migrations_folder(folder: Path, manifest: Manifest, manifest_path: Path) -> Path:
+    """The folder of a package's revision scripts (see `Manifest.migrations`)."""
+    where = manifest.migrations
+    if where is None:
+        return folder / "migrations"
+    if isinstance(where, str):
+        path = Path(where).expanduser()
+        path = path if path.is_absolute() else folder / path
+    else:
+        spec = importlib.util.find_spec(where.package)  # a top-level name: nothing is imported
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not locations:
+            raise PackageError(
+                f"{manifest_path}: migrations names the installed package {where.package!r}, which is not "
+                "installed in this environment",
+                suggestions=[f"pip install the distribution that provides {where.package!r}."],
+            )
+        path = Path(locations[0]) / where.path
+    if not path.is_dir():
+        raise PackageError(
+            f"{manifest_path}: migrations points at {path}, which is not a folder",
+            suggestions=[f"Fix migrations: in {manifest_path}."],
+        )
+    return path
+
+
 def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
     """Read `folder/package.yaml` and `folder/migrations/*.py` (facts from `cache` where it has them)."""
     manifest_path = folder / "package.yaml"
@@ -458,9 +522,12 @@ def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
         )
         raise PackageError(
             f"{manifest_path}: invalid package manifest: {problems}",
-            suggestions=[f"Fix {manifest_path}: name, version, description, depends_on, models."],
+            suggestions=[
+                f"Fix {manifest_path}: name, version, description, depends_on, models, version_table, "
+                "migrations."
+            ],
         ) from None
-    migrations_dir = folder / "migrations"
+    migrations_dir = migrations_folder(folder, manifest, manifest_path)
     migrations = [
         read_migration(manifest.name, migrations_dir / name, cache) for name in _script_names(migrations_dir)
     ]
@@ -473,4 +540,5 @@ def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
         manifest_path=manifest_path,
         migrations=order_chain(manifest.name, migrations),
         models=manifest.models,
+        declared_version_table=manifest.version_table,
     )

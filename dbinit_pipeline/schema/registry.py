@@ -94,13 +94,18 @@ class PackageRegistry:
     # -- discovery ---------------------------------------------------------------------
     @classmethod
     def discover(
-        cls, paths: Sequence[Path], *, entry_points: bool = True, facts_cache: Path | None = None
+        cls,
+        paths: Sequence[Path],
+        *,
+        entry_points: bool = True,
+        facts_cache: Path | None = None,
+        core: bool = True,
     ) -> PackageRegistry:
         """Core, every package under `paths`, and those installed through entry points.
 
         With `facts_cache`, what each file declares is kept there keyed by its sha256 (every
         file is still read and hashed: the checksums are always those of the files on disk)."""
-        sources: list[tuple[str, Path]] = [("core", CORE_PACKAGE_DIR)]
+        sources: list[tuple[str, Path]] = [("core", CORE_PACKAGE_DIR)] if core else []
         for root in paths:
             if not root.is_dir():
                 raise PackageError(
@@ -173,6 +178,17 @@ class PackageRegistry:
                             f"and {pkg.name!r} ({m.path})"
                         )
                     owners.setdefault(table, (pkg.name, m.path))
+        version_tables: dict[str, Package] = {}
+        for pkg in self.by_name.values():
+            if not pkg.migrations:
+                continue
+            holder = version_tables.setdefault(pkg.version_table, pkg)
+            if holder is not pkg:
+                problems.append(
+                    f"packages {holder.name!r} and {pkg.name!r} both keep their history in version table "
+                    f"{pkg.version_table!r} ({holder.manifest_path}, {pkg.manifest_path}); give each its own "
+                    "version_table in package.yaml"
+                )
         if not cycle:
             for pkg in self.by_name.values():
                 allowed = {pkg.name, CORE, *self.dependencies_of(pkg.name)}
@@ -229,6 +245,10 @@ class PackageRegistry:
     @property
     def core(self) -> Package:
         return self.by_name[CORE]
+
+    def core_packages(self) -> list[Package]:
+        """The core, or nothing where `core: {enabled: false}`."""
+        return [self.by_name[CORE]] if CORE in self.by_name else []
 
     def mermaid(self) -> str:
         """The dependency graph as a Mermaid flowchart (edges point from a package to what it needs)."""

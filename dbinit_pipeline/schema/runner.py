@@ -29,6 +29,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
@@ -879,7 +880,21 @@ class MigrationRunner:
                     entries = [behind.with_server_time(e) for e in entries]
             ledger.record(conn, entries[recorded:])
             self._set_heads(conn, packages, entries[recorded:])
+            self._sync_versions(conn, packages, applied)
         return outcomes
+
+    def _sync_versions(
+        self, conn: Connection, packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]
+    ) -> None:
+        """Write the version table of packages applied before it existed (their heads sat in
+        the shared legacy `alembic_version`)."""
+        existing = set(sa.inspect(conn).get_table_names())
+        for pkg in packages:
+            if pkg.version_table in existing:
+                continue
+            done = [m.revision for m in pkg.migrations if m.key in applied]
+            if done:
+                ledger.set_version(conn, pkg.version_table, done[-1], [m.revision for m in pkg.migrations])
 
     def _set_heads(
         self, conn: Connection, packages: Sequence[Package], entries: Sequence[LedgerEntry]
@@ -892,8 +907,8 @@ class MigrationRunner:
         for pkg in packages:
             if pkg.name not in touched:
                 continue
-            last = [m.revision for m in pkg.migrations if m.key in applied]
-            ledger.set_heads(conn, [m.revision for m in pkg.migrations], last[-1:])
+            last = [m.revision for m in pkg.migrations if m.key in applied][-1]
+            ledger.set_version(conn, pkg.version_table, last, [m.revision for m in pkg.migrations])
 
     def _note_split(self) -> None:
         m = self._current
@@ -942,15 +957,18 @@ class MigrationRunner:
                             with conn.begin():
                                 ledger.clear_in_progress(conn, m.package, m.revision)
                             raise
-                    ledger.record(conn, [entry])
+                    # The version table first: its CREATE (once) commits implicitly on MySQL.
                     previous = [r.revision for r in pkg.migrations]
-                    ledger.set_heads(conn, previous, [m.revision])
+                    ledger.set_version(conn, pkg.version_table, m.revision, previous)
+                    ledger.record(conn, [entry])
                     ledger.clear_in_progress(conn, m.package, m.revision)
                 done += 1
                 if self.progress:
                     self.progress(pkg.name, done, total)
             if mine:
                 outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
+        with conn.begin():
+            self._sync_versions(conn, packages, ledger.read(conn))
         return outcomes
 
     def _run_one(
@@ -1012,8 +1030,10 @@ class MigrationRunner:
                         )
                     ],
                 )
-                pkg_revisions = [r.revision for p in packages if p.name == package for r in p.migrations]
-                ledger.set_heads(conn, pkg_revisions, [revision])
+                owner = next(p for p in packages if p.name == package)
+                ledger.set_version(
+                    conn, owner.version_table, revision, [r.revision for r in owner.migrations]
+                )
             ledger.clear_in_progress(conn, package, revision)
         return "applied" if applied else "undone"
 
