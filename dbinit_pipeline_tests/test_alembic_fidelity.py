@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from dbinit_pipeline_tests.conftest import Project
+from dbinit_pipeline_tests.test_verify_health import health
 
 RUNTIME_BODY = """
 from alembic import context
@@ -118,3 +122,143 @@ def test_mysql_ddl_is_alembics_even_where_dagster_storage_is_imported() -> None:
         "",
     )
     assert dagster_after == dagster_raw
+
+
+SHAPES_BODY_1 = """
+op.create_table("shp_old", sa.Column("id", sa.Integer, primary_key=True))
+op.create_table("shp_gone", sa.Column("id", sa.Integer, primary_key=True))
+op.create_table("shp_sql", sa.Column("id", sa.Integer, primary_key=True))
+if op.get_bind().dialect.name == "mysql":
+    op.create_table("shp_mysql_only", sa.Column("id", sa.Integer, primary_key=True))
+"""
+SHAPES_BODY_2 = """
+op.rename_table("shp_old", "shp_new")
+op.execute("ALTER TABLE shp_sql RENAME TO shp_sql_renamed")
+op.execute("DROP TABLE shp_gone")
+"""
+
+
+def test_renames_drops_and_dialect_conditional_tables_verify_healthy(project: Project) -> None:
+    project.write_package(
+        "shapes", migrations=[("shp1", None, SHAPES_BODY_1), ("shp2", "shp1", SHAPES_BODY_2)]
+    )
+    database = project.database()
+    response = project.run("dev", database_name=database)
+    assert response["status"] == "success", response
+    result = response["result"]
+    assert result["health_check"] == "passed", result["schema"]
+    assert result["schema"]["drift"] == [] and result["schema"]["compared_with"]["shapes"] == "snapshot"
+    tables = project.server.tables(database)
+    assert {"shp_new", "shp_sql_renamed"} <= tables
+    assert not {"shp_old", "shp_gone", "shp_sql", "shp_mysql_only"} & tables
+    # The renamed tables are what verify now holds the package to: dropping one is drift.
+    with project.server.connect(database) as conn:
+        conn.execute("DROP TABLE shp_new")
+    code, report = health(project, database)
+    assert code == 1
+    assert report["result"]["schema"]["drift"] == ["table shp_new: missing"], report
+
+
+def test_the_default_version_table_is_read_by_plain_alembic(project: Project, tmp_path: Path) -> None:
+    from alembic import command
+
+    from dbinit_pipeline_tests.alembic_support import alembic_config, current
+
+    folder = project.write_package(
+        "plainread",
+        migrations=[
+            ("prd1", None, 'op.create_table("prd_items", sa.Column("id", sa.Integer, primary_key=True))'),
+            ("prd2", "prd1", 'op.add_column("prd_items", sa.Column("name", sa.Text))'),
+        ],
+    )
+    database = project.database()
+    assert project.run("dev", database_name=database)["status"] == "success"
+    url = make_url(project.server.url).set(drivername="postgresql+psycopg", database=database)
+    config = alembic_config(
+        tmp_path / "env",
+        folder / "migrations",
+        url.render_as_string(hide_password=False),
+        "alembic_version_plainread",
+    )
+    assert current(config) == "prd2 (head)"
+    command.upgrade(config, "head")  # nothing to do: it would fail creating prd_items again
+    assert current(config) == "prd2 (head)"
+    with project.server.connect(database) as conn:
+        rows = conn.execute("SELECT version_num FROM alembic_version_plainread").fetchall()
+    assert rows == [("prd2",)]
+
+
+def _script(folder: Path, name: str, revision: str, down: object, body: str, **header: object) -> None:
+    extra = "".join(f"{key} = {value!r}\n" for key, value in header.items())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(
+        f'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "{revision}"\n'
+        f"down_revision = {down!r}\n{extra}\n\ndef upgrade():\n    {body}\n"
+    )
+
+
+def _table(name: str, fk: str | None = None) -> str:
+    ref = f', sa.ForeignKey("{fk}.id")' if fk else ""
+    return f'op.create_table("{name}", sa.Column("id", sa.Integer{ref}, primary_key=True))'
+
+
+def test_branch_labels_depends_on_and_merges_are_ordered_as_alembic_orders_them(project: Project) -> None:
+    from alembic.script import ScriptDirectory
+
+    from dbinit_pipeline.schema.registry import PackageRegistry
+
+    graph = project.write_package("graphy")
+    versions = graph / "migrations"
+    # Two roots; a2 needs the other branch (by its label) first; m1 merges both; file names sort
+    # in an order that satisfies none of it.
+    _script(versions, "z_a1", "gra1", None, _table("g_a1"))
+    _script(versions, "y_b1", "grb1", None, _table("g_b1"), branch_labels=("other",))
+    _script(versions, "x_a2", "gra2", "gra1", _table("g_a2", "g_b1"), depends_on="other")
+    _script(versions, "w_m1", "grm1", ("gra2", "grb1"), _table("g_m1"))
+    # Another package, alphabetically first, whose script depends on graphy's revision gra2 (and
+    # whose package.yaml names no dependency): graphy is applied first.
+    _script(
+        project.write_package("aardvark") / "migrations",
+        "a_1",
+        "aar1",
+        None,
+        _table("aa_1", "g_a2"),
+        depends_on="gra2",
+    )
+    registry = PackageRegistry.discover([project.root / "packages"], entry_points=False)
+    ordered = [p.name for p in registry.ordered()]
+    assert ordered.index("graphy") < ordered.index("aardvark")
+    alembic_order = [
+        r.revision
+        for r in reversed(
+            list(
+                ScriptDirectory(
+                    str(versions), version_locations=[str(versions)]
+                ).revision_map.iterate_revisions("heads", "base")
+            )
+        )
+    ]
+    assert [m.revision for m in registry.by_name["graphy"].migrations] == alembic_order
+    position = {rev: i for i, rev in enumerate(alembic_order)}
+    assert position["grb1"] < position["gra2"] < position["grm1"] and position["gra1"] < position["gra2"]
+
+    database = project.database()
+    response = project.run("dev", database_name=database)
+    assert response["status"] == "success", response
+    assert response["result"]["health_check"] == "passed", response["result"]["schema"]
+    with project.server.connect(database) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version_graphy").fetchall() == [("grm1",)]
+
+
+def test_an_unknown_depends_on_is_named_with_its_file(project: Project) -> None:
+    from dbinit_pipeline.errors import PackageError
+    from dbinit_pipeline.schema.registry import PackageRegistry
+
+    folder = project.write_package("lonely") / "migrations"
+    _script(folder, "a_1", "lon1", None, _table("lon_1"), depends_on="nowhere1")
+    try:
+        PackageRegistry.discover([project.root / "packages"], entry_points=False)
+    except PackageError as exc:
+        assert "depends_on 'nowhere1'" in exc.message and str(folder / "a_1.py") in exc.message
+    else:
+        raise AssertionError("an unknown depends_on was accepted")
