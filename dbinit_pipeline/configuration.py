@@ -176,6 +176,12 @@ class PackageSettings(_Strict):
     transaction: Literal["auto", "single", "per_package"] = "auto"
 
 
+class CoreSettings(_Strict):
+    # false: no core schema (users, sessions, ... workspaces) is applied or expected, so a
+    # history that owns tables of those names applies unchanged.
+    enabled: bool = True
+
+
 class SafetySettings(_Strict):
     protected_environments: list[str] = Field(default_factory=lambda: ["production"])
     approvers: dict[str, list[str]] = Field(default_factory=dict)
@@ -208,6 +214,7 @@ class ProjectConfig(_Strict):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     environments: dict[str, EnvironmentSettings]
     packages: PackageSettings = Field(default_factory=PackageSettings)
+    core: CoreSettings = Field(default_factory=CoreSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     integration: IntegrationSettings = Field(default_factory=IntegrationSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)

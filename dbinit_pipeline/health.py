@@ -248,9 +248,12 @@ def verify_database(
         present: Collection[str] = digests if digests is not None else (live := describe_live(conn))
         has_ledger = ledger.LEDGER_TABLE in present
         applied = ledger.read(conn) if has_ledger else {}
-        version_heads = ledger.read_heads(conn) if ledger.VERSION_TABLE in present else set()
+        version_tables = {p.name: p.version_table for p in packages}
         snapshots = ledger.read_snapshots(conn) if ledger.SNAPSHOT_TABLE in present else {}
         heads = applied_heads(packages, applied)
+        versions = ledger.read_versions(
+            conn, sorted({version_tables[name] for name in heads if version_tables[name] in present})
+        )
         recordable: dict[str, str] | None = None
         refresh: set[str] = set()
         unchanged: set[str] = set()
@@ -286,7 +289,7 @@ def verify_database(
         # An unchanged table is, by its digest, exactly the snapshot that is its expected shape:
         # nothing to parse, nothing to compare.
         compared = {
-            name: (head, {t: raw for t, raw in shapes.items() if t not in unchanged})
+            name: (head, {t: "" if t in unchanged else raw for t, raw in shapes.items()})
             for name, (head, shapes) in snapshots.items()
         }
         expected = expected_schema(packages, conn.dialect, compared, heads)
@@ -311,9 +314,11 @@ def verify_database(
             drift.append(f"foreign key {source} -> {referred}: missing")
     history = _history_problems(packages, applied)
     pending = sum(1 for pkg in packages for m in pkg.migrations if m.key not in applied)
-    expected_versions = set(heads.values())
-    missing_heads = sorted(expected_versions - version_heads)
-    unknown_heads = sorted(version_heads - expected_versions)
+    # Per package, its version table holds exactly its applied head, as Alembic's would.
+    missing_heads = sorted(h for name, h in heads.items() if h not in versions.get(version_tables[name], ()))
+    unknown_heads = sorted(
+        v for name, h in heads.items() for v in versions.get(version_tables[name], ()) if v != h
+    )
     migrations_status = "healthy"
     if not has_ledger or history or missing_heads or unknown_heads:
         migrations_status = "unhealthy"
@@ -321,7 +326,8 @@ def verify_database(
         migrations_status = "degraded"
     schema = {
         "status": "drift" if drift else "ok",
-        "tables_expected": len(expected.owners) + sum(1 for t in OPTIONAL_TABLES if t in live),
+        "tables_expected": len(expected.owners)
+        + sum(1 for t in OPTIONAL_TABLES if t in live and t not in expected.owners),
         "tables_found": len(live),
         "compared_with": expected.sources,
         "drift": drift,
@@ -335,7 +341,7 @@ def verify_database(
             "ledger_table": has_ledger,
             "applied": len(applied),
             "pending": pending,
-            "version_table_heads": len(version_heads),
+            "version_table_heads": sum(len(v) for v in versions.values()),
             "missing_heads": missing_heads,
             "unknown_heads": unknown_heads,
             "history": history,

@@ -85,7 +85,9 @@ class MySQLServer:
         return sorted((r[0], r[1]) for r in rows)
 
     def heads(self, database: str) -> set[str]:
-        return {r[0] for r in self.query("SELECT version_num FROM alembic_version", database=database)}
+        """Every package's head: the rows of all per-package version tables."""
+        tables = [t for t in self.tables(database) if t.startswith("alembic_version_")]
+        return {r[0] for t in tables for r in self.query(f"SELECT version_num FROM `{t}`", database=database)}
 
     def drop(self, name: str) -> None:
         self.query(f"DROP DATABASE IF EXISTS `{name}`")

@@ -34,7 +34,7 @@ def test_fresh_run_creates_database_and_core_tables(project: Project) -> None:
     assert project.server.database_exists(name)
     tables = project.server.tables(name)
     assert set(CORE_TABLES) <= tables
-    assert {"dbinit_migrations", "alembic_version"} <= tables
+    assert {"dbinit_migrations", "alembic_version_core"} <= tables
     assert project.server.foreign_keys(name) >= CORE_FKS
     assert project.operations()[-1]["status"] == "success"
 

@@ -120,7 +120,7 @@ def test_fresh_run_creates_a_utf8mb4_database_with_the_core_schema(mysql_project
     assert schema["tables_found"] == schema["tables_expected"] >= len(CORE_TABLES) + 2
     server = mysql_project.server
     assert server.charset(name) == ("utf8mb4", DEFAULT_COLLATION)
-    assert set(CORE_TABLES) | {"dbinit_migrations", "alembic_version"} <= server.tables(name)
+    assert set(CORE_TABLES) | {"dbinit_migrations", "alembic_version_core"} <= server.tables(name)
     assert server.foreign_keys(name) >= CORE_FKS
     assert server.ledger(name) == CORE_LEDGER
     assert server.heads(name) == {CORE_HEAD}

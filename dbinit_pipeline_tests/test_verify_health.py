@@ -99,7 +99,7 @@ def test_edited_applied_file_and_version_table_are_checked(project: Project, sho
     script = project.root / "packages" / "shop" / "migrations" / "0002_shop2.py"
     script.write_text(script.read_text() + "\n# edited after it was applied\n")
     with project.server.connect(shop) as conn:
-        conn.execute("DELETE FROM alembic_version WHERE version_num = 'shop2'")
+        conn.execute("DELETE FROM alembic_version_shop WHERE version_num = 'shop2'")
     code, report = health(project, shop)
     assert code == 1
     migrations = report["result"]["checks"]["migrations"]

@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from dbinit_pipeline.errors import ConfigurationError
 from dbinit_pipeline.providers import Provider, provider_for
+from dbinit_pipeline.providers.plain_ddl import plain_ddl
 from dbinit_pipeline.redaction import register_secret
 
 CONNECT_TIMEOUT_S = 5
@@ -195,7 +196,9 @@ class DatabaseServer:
         connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_S}
         if self.provider.name == "postgresql":
             connect_args["application_name"] = "dbinit"
-        return create_engine(url, connect_args=connect_args, **kwargs)
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        plain_ddl(engine.dialect)  # migrations compile as under `alembic upgrade`, Dagster imported or not
+        return engine
 
     @contextmanager
     def connect(self, database: str | None = None, *, autocommit: bool = False) -> Iterator[Connection]:

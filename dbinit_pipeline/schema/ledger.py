@@ -1,7 +1,10 @@
 """The ledger `dbinit_migrations`: what was applied, from which file (sha256), when, by which run.
 
-It sits beside Alembic's `alembic_version`, which keeps one row per package head so that the
-version table reads as Alembic's own would for one branch per package.
+Beside it, every package keeps Alembic's own bookkeeping in a version table of its own
+(`Package.version_table`: `alembic_version_<package>` unless package.yaml names one), holding
+exactly one row, its applied head, in the table structure Alembic creates: pointed at the
+package's scripts and that table, `alembic current` shows the head and `alembic upgrade head`
+has nothing to do.
 """
 
 from __future__ import annotations
@@ -30,12 +33,55 @@ ledger = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("duration_ms", sa.Integer(), nullable=False),
 )
+# Databases initialized before version tables were per package keep every package's head in
+# this one table; a package's rows there are removed when its own table is written.
+_legacy_metadata = sa.MetaData()
 version_table = sa.Table(
     VERSION_TABLE,
-    metadata,
+    _legacy_metadata,
     sa.Column("version_num", sa.String(32), nullable=False),
     sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
+_version_tables: dict[str, sa.Table] = {}
+
+
+def alembic_version_table(name: str) -> sa.Table:
+    """A version table as Alembic builds it (`DefaultImpl.version_table_impl`)."""
+    found = _version_tables.get(name)
+    if found is None:
+        found = _version_tables[name] = sa.Table(
+            name,
+            sa.MetaData(),
+            sa.Column("version_num", sa.String(32), nullable=False),
+            sa.PrimaryKeyConstraint("version_num", name=f"{name}_pkc"),
+        )
+    return found
+
+
+def set_version(conn: Connection, table_name: str, head: str, revisions: Sequence[str] = ()) -> None:
+    """Make `table_name` hold exactly `head` (created when missing); `revisions` (the package's)
+    are removed from the legacy shared table where it still holds them."""
+    table = alembic_version_table(table_name)
+    table.create(conn, checkfirst=True)
+    conn.execute(table.delete())
+    conn.execute(table.insert(), [{"version_num": head}])
+    if table_name != VERSION_TABLE and revisions and sa.inspect(conn).has_table(VERSION_TABLE):
+        conn.execute(version_table.delete().where(version_table.c.version_num.in_(list(revisions))))
+
+
+def read_versions(conn: Connection, tables: Sequence[str]) -> dict[str, set[str]]:
+    """The rows of each of `tables` (all must exist), in one query."""
+    if not tables:
+        return {}
+    parts = [
+        sa.select(sa.literal(name).label("t"), alembic_version_table(name).c.version_num) for name in tables
+    ]
+    found: dict[str, set[str]] = {name: set() for name in tables}
+    for name, version in conn.execute(sa.union_all(*parts)).all():
+        found[name].add(version)
+    return found
+
+
 # What each package's migrations produced, taken under the lock right after they were applied:
 # the expected shape of a package that declares no SQLAlchemy models.
 snapshots = sa.Table(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -24,21 +25,45 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from alembic.script.revision import Revision, RevisionError, RevisionMap
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dbinit_pipeline.errors import PackageError
 
 REVISION_MAX = 32  # alembic_version.version_num is VARCHAR(32)
 PACKAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+VERSION_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,59}$")
 _REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
 _DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
+_DEPENDS = re.compile(r"^depends_on\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
+_LABELS = re.compile(r"^branch_labels\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
 _SQL_CREATE = re.compile(r"create\s+table\s+(?:if\s+not\s+exists\s+)?[\"`]?(\w+)", re.IGNORECASE)
 _SQL_REFERENCES = re.compile(r"references\s+[\"`]?(\w+)", re.IGNORECASE)
+_SQL_RENAME = re.compile(
+    r"alter\s+table\s+(?:if\s+exists\s+)?[\"`]?(\w+)[\"`]?\s+rename\s+to\s+[\"`]?(\w+)", re.IGNORECASE
+)
+_SQL_DROP = re.compile(r"drop\s+table\s+(?:if\s+exists\s+)?[\"`]?(\w+)", re.IGNORECASE)
 # A script that reaches for the DBAPI connection itself runs outside SQLAlchemy's events, so the
 # runner must not have any of its own statements still in flight while that script runs.
 _DBAPI_ACCESS = re.compile(r"\b(cursor|driver_connection|dbapi_connection)\b")
 # libyaml when PyYAML was built with it: ten times faster on 500 manifests.
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class InstalledFolder(BaseModel):
+    """A folder inside an installed Python package: `{package: optuna, path: storages/_rdb/alembic/versions}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    package: str
+    path: str = ""
+
+    @field_validator("package")
+    @classmethod
+    def _top_level(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("name a top-level importable package (no dots); the rest goes in path")
+        return value
 
 
 class Manifest(BaseModel):
@@ -51,12 +76,25 @@ class Manifest(BaseModel):
     description: str = ""
     depends_on: list[str] = Field(default_factory=list)
     models: str | None = None
+    # Alembic's version table for this package's history; default `alembic_version_<name>`.
+    version_table: str | None = None
+    # Where the revision scripts are: `migrations/` beside package.yaml unless this names a folder
+    # (relative to package.yaml) or a folder of an installed distribution (an Alembic history a
+    # project ships in its wheel).
+    migrations: str | InstalledFolder | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not PACKAGE_NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and underscores, starting with a letter")
+        return value
+
+    @field_validator("version_table")
+    @classmethod
+    def _version_table(cls, value: str | None) -> str | None:
+        if value is not None and not VERSION_TABLE_NAME.fullmatch(value):
+            raise ValueError("use letters, digits and underscores (at most 60), starting with a letter")
         return value
 
     @field_validator("version", mode="before")
@@ -77,6 +115,11 @@ class Migration:
     creates_tables: tuple[str, ...] = ()
     foreign_keys: tuple[tuple[str, str], ...] = ()
     drops_tables: tuple[str, ...] = ()
+    # Alembic's depends_on (revisions or branch labels, of this package or another) and branch_labels.
+    depends_on: tuple[str, ...] = ()
+    branch_labels: tuple[str, ...] = ()
+    # ("rename", old, new) for every table rename (op.rename_table, ALTER TABLE ... RENAME TO).
+    renames_tables: tuple[tuple[str, str], ...] = ()
     uses_dbapi: bool = False
     # Where the runner may keep this script's compiled code (see `FactsCache.code_dir`).
     code_cache: Path | None = field(default=None, compare=False, repr=False)
@@ -104,6 +147,13 @@ class Package:
     migrations: tuple[Migration, ...]
     models: str | None = None
     problems: tuple[str, ...] = field(default=())
+    declared_version_table: str | None = None
+
+    @property
+    def version_table(self) -> str:
+        """Alembic's version table of this package: package.yaml's `version_table`, else
+        `alembic_version_<name>`."""
+        return self.declared_version_table or f"alembic_version_{self.name}"
 
     @property
     def head(self) -> str | None:
@@ -116,6 +166,10 @@ class Package:
         for m in self.migrations:
             for t in m.creates_tables:
                 alive[t] = None
+            for old, new in m.renames_tables:
+                if old in alive:
+                    alive.pop(old)
+                    alive[new] = None
             for t in m.drops_tables:
                 alive.pop(t, None)
         return tuple(alive)
@@ -165,6 +219,25 @@ def _fk_target(node: ast.Call) -> str | None:
     return None
 
 
+def table_renames(source: str) -> tuple[tuple[str, str], ...]:
+    """Tables a script renames, (old, new) in source order: op.rename_table and raw SQL."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ()
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "downgrade")]
+    found: list[tuple[int, int, str, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for match in _SQL_RENAME.finditer(node.value):
+                found.append((node.lineno, node.col_offset, match.group(1), match.group(2)))
+        elif isinstance(node, ast.Call) and _call_name(node) == "rename_table" and len(node.args) >= 2:
+            old, new = _string_arg(node.args[0]), _string_arg(node.args[1])
+            if old and new:
+                found.append((node.lineno, node.col_offset, old, new))
+    return tuple((old, new) for _, _, old, new in sorted(found))
+
+
 def table_facts(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
     """Tables a script creates, its foreign keys as (table, referred table), and the tables it
     drops, read from its syntax tree (downgrade() is skipped: it undoes, it does not declare)."""
@@ -180,6 +253,7 @@ def table_facts(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ..
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 12:
             # Raw SQL through op.execute: CREATE TABLE t (... REFERENCES r ...)
             for stmt in node.value.split(";"):
+                drops.extend(m.group(1) for m in _SQL_DROP.finditer(stmt))
                 created = _SQL_CREATE.search(stmt)
                 if created:
                     creates.append(created.group(1))
@@ -219,12 +293,16 @@ def _script_facts(package: str, path: Path, source: str) -> dict[str, Any]:
             suggestions=[f"Scaffold revisions with `dbinit new-migration {package} -m MESSAGE`."],
         )
     creates, fks, drops = table_facts(source)
+    depends, labels = _DEPENDS.search(source), _LABELS.search(source)
     return {
+        "depends": list(_parse_down(depends.group(1), path)) if depends else [],
+        "labels": list(_parse_down(labels.group(1), path)) if labels else [],
         "revision": revision.group(1),
         "down": list(_parse_down(down.group(1), path)),
         "creates": list(creates),
         "fks": [list(fk) for fk in fks],
         "drops": list(drops),
+        "renames": [list(r) for r in table_renames(source)],
         "dbapi": bool(_DBAPI_ACCESS.search(source)),
     }
 
@@ -262,6 +340,9 @@ def read_migration(package: str, path: Path, cache: FactsCache | None = None) ->
         creates_tables=tuple(facts["creates"]),
         foreign_keys=tuple((fk[0], fk[1]) for fk in facts["fks"]),
         drops_tables=tuple(facts["drops"]),
+        renames_tables=tuple((r[0], r[1]) for r in facts.get("renames", ())),
+        depends_on=tuple(facts.get("depends", ())),
+        branch_labels=tuple(facts.get("labels", ())),
         uses_dbapi=bool(facts["dbapi"]),
         code_cache=cache.code_dir if cache is not None else None,
     )
@@ -376,10 +457,9 @@ def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, .
         for down in m.down_revisions:
             children[down].append(m.revision)
     heads = sorted(r for r, kids in children.items() if not kids)
-    if migrations and len(bases) != 1:
-        names = ", ".join(sorted(m.path.name for m in bases)) or "none (a cycle)"
+    if migrations and not bases:
         raise PackageError(
-            f"Package {package!r} must have exactly one first revision (down_revision = None); found {names}",
+            f"Package {package!r} must have a first revision (down_revision = None); found none (a cycle)",
             code="broken_revision_chain",
             suggestions=["Chain the revisions: each script's down_revision names the one before it."],
         )
@@ -392,16 +472,29 @@ def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, .
                 "Point one of the forked scripts' down_revision at the other, or add a merge revision."
             ],
         )
-    ordered: list[Migration] = []
-    indegree = {r: len(by_rev[r].down_revisions) for r in by_rev}
-    ready = sorted(r for r, d in indegree.items() if d == 0)
-    while ready:
-        rev = ready.pop(0)
-        ordered.append(by_rev[rev])
-        for child in sorted(children[rev]):
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
+    # Alembic's own graph decides the order, as `alembic upgrade heads` would walk it: every
+    # down_revision and every depends_on inside the package (branch labels included) comes first.
+    # A depends_on naming another package's revision orders the packages (see the registry).
+    labels = {label for m in migrations for label in m.branch_labels}
+    revisions = [
+        Revision(
+            m.revision,
+            m.down_revisions or None,
+            dependencies=tuple(d for d in m.depends_on if d in by_rev or d in labels) or None,
+            branch_labels=m.branch_labels or None,
+        )
+        for m in migrations
+    ]
+    try:
+        graph = RevisionMap(lambda: revisions)
+        walked = list(graph.iterate_revisions("heads", "base")) if migrations else []
+    except (RevisionError, KeyError) as exc:
+        raise PackageError(
+            f"Package {package!r}: Alembic cannot order its revisions: {type(exc).__name__}: {exc}",
+            code="broken_revision_chain",
+            suggestions=["Fix the down_revision, depends_on or branch_labels named above."],
+        ) from None
+    ordered = [by_rev[r.revision] for r in reversed(walked) if r is not None]
     if len(ordered) != len(migrations):
         raise PackageError(f"Package {package!r}: its revisions form a cycle", code="broken_revision_chain")
     return tuple(ordered)
@@ -444,6 +537,32 @@ def _script_names(folder: Path) -> list[str]:
         return []
 
 
+def migrations_folder(folder: Path, manifest: Manifest, manifest_path: Path) -> Path:
+    """The folder of a package's revision scripts (see `Manifest.migrations`)."""
+    where = manifest.migrations
+    if where is None:
+        return folder / "migrations"
+    if isinstance(where, str):
+        path = Path(where).expanduser()
+        path = path if path.is_absolute() else folder / path
+    else:
+        spec = importlib.util.find_spec(where.package)  # a top-level name: nothing is imported
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not locations:
+            raise PackageError(
+                f"{manifest_path}: migrations names the installed package {where.package!r}, which is not "
+                "installed in this environment",
+                suggestions=[f"pip install the distribution that provides {where.package!r}."],
+            )
+        path = Path(locations[0]) / where.path
+    if not path.is_dir():
+        raise PackageError(
+            f"{manifest_path}: migrations points at {path}, which is not a folder",
+            suggestions=[f"Fix migrations: in {manifest_path}."],
+        )
+    return path
+
+
 def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
     """Read `folder/package.yaml` and `folder/migrations/*.py` (facts from `cache` where it has them)."""
     manifest_path = folder / "package.yaml"
@@ -458,9 +577,12 @@ def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
         )
         raise PackageError(
             f"{manifest_path}: invalid package manifest: {problems}",
-            suggestions=[f"Fix {manifest_path}: name, version, description, depends_on, models."],
+            suggestions=[
+                f"Fix {manifest_path}: name, version, description, depends_on, models, version_table, "
+                "migrations."
+            ],
         ) from None
-    migrations_dir = folder / "migrations"
+    migrations_dir = migrations_folder(folder, manifest, manifest_path)
     migrations = [
         read_migration(manifest.name, migrations_dir / name, cache) for name in _script_names(migrations_dir)
     ]
@@ -473,4 +595,5 @@ def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
         manifest_path=manifest_path,
         migrations=order_chain(manifest.name, migrations),
         models=manifest.models,
+        declared_version_table=manifest.version_table,
     )

@@ -81,6 +81,8 @@ class PackageRegistry:
     def __init__(self, packages: Iterable[Package]) -> None:
         self._packages = list(packages)
         self.by_name: dict[str, Package] = {}
+        # Packages a package must follow because its scripts' depends_on name their revisions.
+        self._implied: dict[str, set[str]] = {}
         problems = self._validate()
         if problems:
             raise PackageError(
@@ -94,13 +96,18 @@ class PackageRegistry:
     # -- discovery ---------------------------------------------------------------------
     @classmethod
     def discover(
-        cls, paths: Sequence[Path], *, entry_points: bool = True, facts_cache: Path | None = None
+        cls,
+        paths: Sequence[Path],
+        *,
+        entry_points: bool = True,
+        facts_cache: Path | None = None,
+        core: bool = True,
     ) -> PackageRegistry:
         """Core, every package under `paths`, and those installed through entry points.
 
         With `facts_cache`, what each file declares is kept there keyed by its sha256 (every
         file is still read and hashed: the checksums are always those of the files on disk)."""
-        sources: list[tuple[str, Path]] = [("core", CORE_PACKAGE_DIR)]
+        sources: list[tuple[str, Path]] = [("core", CORE_PACKAGE_DIR)] if core else []
         for root in paths:
             if not root.is_dir():
                 raise PackageError(
@@ -152,7 +159,8 @@ class PackageRegistry:
                     )
                 if dep == pkg.name:
                     problems.append(f"package {pkg.name!r} depends on itself ({pkg.manifest_path})")
-        graph = {name: list(p.depends_on) for name, p in self.by_name.items()}
+        problems.extend(self._revision_dependencies())
+        graph = {name: sorted(self.needs(name)) for name in self.by_name}
         cycle = find_cycle(graph)
         if cycle:
             files = ", ".join(str(self.by_name[n].manifest_path) for n in dict.fromkeys(cycle))
@@ -173,6 +181,17 @@ class PackageRegistry:
                             f"and {pkg.name!r} ({m.path})"
                         )
                     owners.setdefault(table, (pkg.name, m.path))
+        version_tables: dict[str, Package] = {}
+        for pkg in self.by_name.values():
+            if not pkg.migrations:
+                continue
+            holder = version_tables.setdefault(pkg.version_table, pkg)
+            if holder is not pkg:
+                problems.append(
+                    f"packages {holder.name!r} and {pkg.name!r} both keep their history in version table "
+                    f"{pkg.version_table!r} ({holder.manifest_path}, {pkg.manifest_path}); give each its own "
+                    "version_table in package.yaml"
+                )
         if not cycle:
             for pkg in self.by_name.values():
                 allowed = {pkg.name, CORE, *self.dependencies_of(pkg.name)}
@@ -187,23 +206,54 @@ class PackageRegistry:
                             )
         return problems
 
+    def _revision_dependencies(self) -> list[str]:
+        """A script's depends_on naming another package's revision (or branch label) makes its
+        package need that package: it is applied first."""
+        problems: list[str] = []
+        owner: dict[str, str] = {}
+        for pkg in self.by_name.values():
+            for m in pkg.migrations:
+                owner.setdefault(m.revision, pkg.name)
+                for label in m.branch_labels:
+                    owner.setdefault(label, pkg.name)
+        self._implied = {}
+        for pkg in self.by_name.values():
+            for m in pkg.migrations:
+                for dep in m.depends_on:
+                    found = owner.get(dep)
+                    if found is None:
+                        problems.append(
+                            f"{m.path} has depends_on {dep!r}, which no revision or branch label of any "
+                            "package declares"
+                        )
+                    elif found != pkg.name:
+                        self._implied.setdefault(pkg.name, set()).add(found)
+        return problems
+
+    def needs(self, name: str) -> set[str]:
+        """The packages `name` must come after: package.yaml's depends_on and its scripts' depends_on."""
+        pkg = self.by_name.get(name)
+        declared = set(pkg.depends_on) if pkg is not None else set()
+        return declared | self._implied.get(name, set())
+
     def dependencies_of(self, name: str) -> set[str]:
         """Every package `name` depends on, directly or through others."""
         seen: set[str] = set()
-        todo = list(self.by_name[name].depends_on) if name in self.by_name else []
+        todo = list(self.needs(name)) if name in self.by_name else []
         while todo:
             dep = todo.pop()
             if dep in seen or dep not in self.by_name:
                 continue
             seen.add(dep)
-            todo.extend(self.by_name[dep].depends_on)
+            todo.extend(self.needs(dep))
         return seen
 
     def _topological(self) -> list[Package]:
-        indegree = {name: len(p.depends_on) for name, p in self.by_name.items() if name != CORE}
+        needs = {name: self.needs(name) - {CORE} for name in self.by_name}
+        indegree = {name: len(needs[name]) for name in self.by_name if name != CORE}
         dependents: dict[str, list[str]] = {name: [] for name in self.by_name}
-        for name, p in self.by_name.items():
-            for dep in p.depends_on:
+        for name in self.by_name:
+            for dep in needs[name]:
                 dependents[dep].append(name)
         ready = sorted(n for n, d in indegree.items() if d == 0)
         order: list[Package] = [self.by_name[CORE]] if CORE in self.by_name else []
@@ -229,6 +279,10 @@ class PackageRegistry:
     @property
     def core(self) -> Package:
         return self.by_name[CORE]
+
+    def core_packages(self) -> list[Package]:
+        """The core, or nothing where `core: {enabled: false}`."""
+        return [self.by_name[CORE]] if CORE in self.by_name else []
 
     def mermaid(self) -> str:
         """The dependency graph as a Mermaid flowchart (edges point from a package to what it needs)."""

@@ -29,18 +29,32 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
-from alembic.operations import Operations
+import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
-from dbinit_pipeline.errors import ApprovalError, ChecksumMismatch, DbinitError, MigrationError, classify
+from dbinit_pipeline.errors import (
+    ApprovalError,
+    ChecksumMismatch,
+    DbinitError,
+    MigrationError,
+    classify,
+    describe,
+)
 from dbinit_pipeline.redaction import redact
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.schema import ledger
 from dbinit_pipeline.schema.ledger import LedgerEntry
 from dbinit_pipeline.schema.package import Migration, Package
+from dbinit_pipeline.schema.script_runtime import (
+    ScriptEnvironment,
+    on_autocommit,
+    own_transaction,
+    script_environment,
+    script_line,
+)
 
 Progress = Callable[[str, int, int], None]
 # Measured on PostgreSQL 18: creating a table with its indexes and foreign keys holds about
@@ -195,13 +209,19 @@ def _load_script(migration: Migration) -> ModuleType:
     except DbinitError:
         raise
     except Exception as exc:
+        line = exc.lineno if isinstance(exc, SyntaxError) else script_line(exc, migration.path)
+        at = f", line {line}" if line else ""
         raise MigrationError(
-            f"Package {migration.package!r}: {migration.path} cannot be imported: {type(exc).__name__}: {exc}",
+            f"Package {migration.package!r}: {migration.path}{at} cannot be imported: "
+            f"{type(exc).__name__}: {exc}",
+            code="migration_failed",
             suggestions=[f"Fix {migration.path}; nothing was applied."],
             details={
                 "package": migration.package,
                 "revision": migration.revision,
                 "file": str(migration.path),
+                "line": line,
+                "exception": type(exc).__name__,
             },
         ) from None
     finally:
@@ -304,10 +324,8 @@ _KEPT_CODES = ("lock_table_full", "statement_timeout", "cancelled")
 def _offline_statements(dialect: str, m: Migration) -> list[str]:
     """The SQL `m` emits in Alembic's offline mode, one statement an item."""
     buffer = io.StringIO()
-    ctx = MigrationContext.configure(
-        dialect_name=dialect, opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True}
-    )
-    with Operations.context(ctx):
+    with script_environment(dialect_name=dialect, output=buffer) as env:
+        env.enter(m)
         _load_script(m).upgrade()
     return [" ".join(s.split()) for s in buffer.getvalue().split(";") if s.strip()]
 
@@ -321,6 +339,21 @@ def _by_package(pending: Sequence[Migration]) -> dict[str, list[Migration]]:
     for m in pending:
         grouped.setdefault(m.package, []).append(m)
     return grouped
+
+
+@contextmanager
+def _transaction(conn: Connection) -> Iterator[None]:
+    """A transaction committed at the end, whichever it then is: a script's autocommit_block()
+    commits the one begun here and begins another (Alembic's MigrationContext owns it)."""
+    conn.begin()
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()
 
 
 @dataclass(frozen=True)
@@ -365,6 +398,8 @@ class _WriteBehind:
         self.queue: queue.Queue[_Deferred | _Marker] = queue.Queue()
         self.error: DbinitError | None = None
         self.current: Migration | None = None
+        # Inside a script's autocommit_block(): nothing is deferred.
+        self.suspended = False
         self.server_s: dict[tuple[str, str], float] = {}
         self._original_exec = impl._exec
         self._drained = threading.Event()
@@ -462,6 +497,7 @@ class _WriteBehind:
         m = self.current
         if (
             m is not None
+            and not self.suspended
             and not m.uses_dbapi
             and isinstance(construct, ExecutableDDLElement)
             and not execution_options
@@ -611,6 +647,9 @@ class MigrationRunner:
         # (package, revision, sha256) an approval covers; None when the run needs no approval.
         self.allowed = allowed
         self.statement_timeout_s = statement_timeout_s
+        # Where a script's autocommit_block() split the atomic unit, in order.
+        self.splits: list[str] = []
+        self._current: Migration | None = None
 
     def _refuse_unapproved(self, pending: Sequence[Migration]) -> None:
         """Apply nothing that the run's approval does not cover (checked under the lock)."""
@@ -694,14 +733,17 @@ class MigrationRunner:
             if not mine:
                 continue
             buffer = io.StringIO()
-            ctx = MigrationContext.configure(
-                dialect_name=self.provider.name,
-                opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
-            )
-            with Operations.context(ctx):
+            with script_environment(dialect_name=self.provider.name, output=buffer) as env:
                 for m in mine:
                     buffer.write(f"-- {pkg.name} {m.revision} ({m.path.name})\n")
-                    _load_script(m).upgrade()
+                    env.enter(m)
+                    module = _load_script(m)
+                    try:
+                        module.upgrade()
+                    except DbinitError:
+                        raise
+                    except (Exception, SystemExit) as exc:
+                        raise self._migration_failure(m, exc) from None
             sql[pkg.name] = buffer.getvalue()
             outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
         return ApplyReport(
@@ -767,6 +809,8 @@ class MigrationRunner:
                 with self.provider.session_lock(conn, self.database, self.lock_timeout):
                     outcomes = self._apply_each(conn, packages)
         applied_count = sum(len(o.revisions) for o in outcomes)
+        if self.splits:
+            note = "; ".join([*([note] if note else []), *self.splits])
         return ApplyReport(
             packages=tuple(outcomes),
             migrations_applied=applied_count,
@@ -777,8 +821,12 @@ class MigrationRunner:
         )
 
     def _apply_batch(self, conn: Connection, packages: Sequence[Package]) -> list[PackageOutcome]:
-        """One transaction: lock, re-read the ledger under the lock, run, record, commit."""
-        with conn.begin():
+        """One transaction: lock, re-read the ledger under the lock, run, record, commit.
+
+        A script's `autocommit_block()` splits the transaction: what is done so far is recorded
+        and committed, the block runs outside a transaction, and the rest continues in a new one
+        (under the lock again); `self.splits` says where and why."""
+        with _transaction(conn):
             self.provider.lock_in_transaction(conn, self.database, self.lock_timeout)
             ledger.ensure(conn)
             applied = ledger.read(conn)
@@ -787,17 +835,42 @@ class MigrationRunner:
             self._refuse_unapproved(pending)
             total = len(pending)
             entries: list[LedgerEntry] = []
+            recorded = 0
             outcomes: list[PackageOutcome] = []
-            ctx = MigrationContext.configure(connection=conn)
             grouped = _by_package(pending)
             done = 0
-            with Operations.context(ctx), _WriteBehind.over(conn, ctx, self._migration_failure) as behind:
+            with (
+                script_environment(connection=conn) as env,
+                _WriteBehind.over(conn, env.context, self._migration_failure) as behind,
+            ):
+                own_transaction(env.context, conn)
+
+                def before_split() -> None:
+                    nonlocal recorded
+                    if behind is not None:
+                        behind.drain()
+                        behind.suspended = True
+                    finished = entries[recorded:]
+                    if behind is not None:
+                        finished = [behind.with_server_time(e) for e in finished]
+                    ledger.record(conn, finished)
+                    self._set_heads(conn, packages, finished)
+                    recorded = len(entries)
+                    self._note_split()
+
+                def after_split() -> None:
+                    if behind is not None:
+                        behind.suspended = False
+                    self.provider.lock_in_transaction(conn, self.database, self.lock_timeout)
+
+                on_autocommit(env.context, before_split, after_split)
                 for pkg in packages:
                     mine = grouped.get(pkg.name, [])
                     if not mine:
                         continue
                     for m in mine:
-                        entries.append(self._run_one(m, behind))
+                        self._current = m
+                        entries.append(self._run_one(m, behind, env))
                         done += 1
                         if self.progress:
                             self.progress(pkg.name, done, total)
@@ -805,11 +878,47 @@ class MigrationRunner:
                 if behind is not None:
                     behind.drain()
                     entries = [behind.with_server_time(e) for e in entries]
-            ledger.record(conn, entries)
-            applied_revs = {pkg.name: [m.revision for m in pkg.migrations] for pkg in packages}
-            replaced = [r for pkg in packages if pkg.head for r in applied_revs[pkg.name]]
-            ledger.set_heads(conn, replaced, [pkg.head for pkg in packages if pkg.head])
+            ledger.record(conn, entries[recorded:])
+            self._set_heads(conn, packages, entries[recorded:])
+            self._sync_versions(conn, packages, applied)
         return outcomes
+
+    def _sync_versions(
+        self, conn: Connection, packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]
+    ) -> None:
+        """Write the version table of packages applied before it existed (their heads sat in
+        the shared legacy `alembic_version`)."""
+        existing = set(sa.inspect(conn).get_table_names())
+        for pkg in packages:
+            if pkg.version_table in existing:
+                continue
+            done = [m.revision for m in pkg.migrations if m.key in applied]
+            if done:
+                ledger.set_version(conn, pkg.version_table, done[-1], [m.revision for m in pkg.migrations])
+
+    def _set_heads(
+        self, conn: Connection, packages: Sequence[Package], entries: Sequence[LedgerEntry]
+    ) -> None:
+        """Point the version rows of the packages in `entries` at their last applied revision."""
+        touched = {e.package for e in entries}
+        if not touched:
+            return
+        applied = {(e.package, e.revision) for e in entries}
+        for pkg in packages:
+            if pkg.name not in touched:
+                continue
+            last = [m.revision for m in pkg.migrations if m.key in applied][-1]
+            ledger.set_version(conn, pkg.version_table, last, [m.revision for m in pkg.migrations])
+
+    def _note_split(self) -> None:
+        m = self._current
+        if m is None:
+            return
+        self.splits.append(
+            f"{m.package}:{m.revision} ({m.path.name}) runs an autocommit_block(): everything before "
+            "it was committed (and recorded), the block ran outside a transaction, and the rest "
+            "continued in a new transaction"
+        )
 
     def _apply_each(self, conn: Connection, packages: Sequence[Package]) -> list[PackageOutcome]:
         """Where DDL commits by itself: record each migration as soon as it is applied, so a
@@ -834,34 +943,41 @@ class MigrationRunner:
                 # ledger row is written leaves the mark, and the next run stops on it.
                 with conn.begin():
                     ledger.mark_in_progress(conn, m.package, m.revision, m.checksum, self.run_id)
-                try:
-                    with conn.begin():
-                        ctx = MigrationContext.configure(connection=conn)
-                        with Operations.context(ctx), _statements_of(conn) as executed:
-                            try:
-                                entry = self._run_one(m)
-                            except MigrationError as exc:
-                                _name_committed_statements(exc, m, executed)
-                                raise
-                        ledger.record(conn, [entry])
-                        previous = [r.revision for r in pkg.migrations]
-                        ledger.set_heads(conn, previous, [m.revision])
-                        ledger.clear_in_progress(conn, m.package, m.revision)
-                except MigrationError:
-                    # The error names what was committed: the mark has served its purpose.
-                    with conn.begin():
-                        ledger.clear_in_progress(conn, m.package, m.revision)
-                    raise
+                with _transaction(conn):
+                    with script_environment(connection=conn) as env, _statements_of(conn) as executed:
+                        own_transaction(env.context, conn)
+                        self._current = m
+                        on_autocommit(env.context, self._note_split, lambda: None)
+                        try:
+                            entry = self._run_one(m, None, env)
+                        except MigrationError as exc:
+                            _name_committed_statements(exc, m, executed)
+                            # The error names what was committed: the mark has served its purpose.
+                            conn.rollback()
+                            with conn.begin():
+                                ledger.clear_in_progress(conn, m.package, m.revision)
+                            raise
+                    # The version table first: its CREATE (once) commits implicitly on MySQL.
+                    previous = [r.revision for r in pkg.migrations]
+                    ledger.set_version(conn, pkg.version_table, m.revision, previous)
+                    ledger.record(conn, [entry])
+                    ledger.clear_in_progress(conn, m.package, m.revision)
                 done += 1
                 if self.progress:
                     self.progress(pkg.name, done, total)
             if mine:
                 outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
+        with conn.begin():
+            self._sync_versions(conn, packages, ledger.read(conn))
         return outcomes
 
-    def _run_one(self, m: Migration, behind: _WriteBehind | None = None) -> LedgerEntry:
+    def _run_one(
+        self, m: Migration, behind: _WriteBehind | None = None, env: ScriptEnvironment | None = None
+    ) -> LedgerEntry:
         if behind is not None:
             behind.start(m)
+        if env is not None:
+            env.enter(m)
         module = _load_script(m)
         t0 = time.perf_counter()
         try:
@@ -914,8 +1030,10 @@ class MigrationRunner:
                         )
                     ],
                 )
-                pkg_revisions = [r.revision for p in packages if p.name == package for r in p.migrations]
-                ledger.set_heads(conn, pkg_revisions, [revision])
+                owner = next(p for p in packages if p.name == package)
+                ledger.set_version(
+                    conn, owner.version_table, revision, [r.revision for r in owner.migrations]
+                )
             ledger.clear_in_progress(conn, package, revision)
         return "applied" if applied else "undone"
 
@@ -959,8 +1077,14 @@ class MigrationRunner:
         statement = (
             redact(" ".join(str(exc.statement).split()))[:500] if isinstance(exc, DBAPIError) else None
         )
-        cause = classified.message
-        message = f"Package {m.package!r}, revision {m.revision} ({m.path}) failed: {cause}"
+        line = script_line(exc, m.path)
+        at = f", line {line}" if line else ""
+        if classified.code == "internal_error":
+            # Not dbinit's fault: the script raised it.
+            cause = f"{type(exc).__name__}: {describe(exc)}"
+        else:
+            cause = classified.message
+        message = f"Package {m.package!r}, revision {m.revision} ({m.path}{at}) failed: {cause}"
         if statement:
             message += f" | failing statement: {statement}"
         suggestions = [
@@ -970,7 +1094,7 @@ class MigrationRunner:
                 if self.provider.transactional_ddl
                 else "the migrations before it stay applied and the rerun resumes at this one."
             ),
-            *classified.suggestions,
+            *(s for s in classified.suggestions if "bug in dbinit_pipeline" not in s),
         ]
         return MigrationError(
             message,
@@ -981,6 +1105,8 @@ class MigrationRunner:
                 "package": m.package,
                 "revision": m.revision,
                 "file": str(m.path),
+                "line": line,
+                "exception": type(exc).__name__,
                 "statement": statement,
             },
         )

@@ -76,7 +76,7 @@ def core_schema(
         lambda: guarded_apply(
             config,
             database,
-            [registry_for(config, context.run_id).core],
+            registry_for(config, context.run_id).core_packages(),
             run_id=context.run_id,
             run_lock=run_lock,
             progress=progress_logger(context, "core_schema"),
