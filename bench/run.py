@@ -365,11 +365,11 @@ def prepare(packages: int, migrations: int, server: Server, timeout: float) -> W
     from dbinit_pipeline.schema.registry import PackageRegistry
 
     chunks = split_plan(plan.stdout)
-    expected = packages * migrations + 1
+    registry = PackageRegistry.discover([package_dir], entry_points=False)
+    expected = packages * migrations + len(registry.core.migrations)
     if len(chunks) != expected:
         raise SystemExit(f"dbinit plan --sql showed {len(chunks)} revisions, expected {expected}")
     write_dbmate(chunks, folder / "dbmate")
-    registry = PackageRegistry.discover([package_dir], entry_points=False)
     alembic_ini = write_alembic(registry, folder / "alembic")
     # The same project with templates on and a fleet of FLEET_TENANTS tenants.
     template_config = project / "dbinit-templates.yaml"
