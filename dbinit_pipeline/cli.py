@@ -406,7 +406,7 @@ def new_migration(config: LoadedConfig, package: str, message: str) -> Path:
             f"No package named {package!r} under packages.paths (known: {known})",
             suggestions=["Create the package folder with a package.yaml first."],
         )
-    folder = pkg.path / "migrations"
+    folder = pkg.migrations_dir or pkg.path / "migrations"
     folder.mkdir(exist_ok=True)
     number = len(pkg.migrations) + 1
     slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40] or "change"

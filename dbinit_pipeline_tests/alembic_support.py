@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -77,3 +78,35 @@ def mysqldump_schema(url: str, database: str, exclude: tuple[str, ...] = ()) -> 
     args.append(database)
     dump = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
     return re.sub(r" AUTO_INCREMENT=\d+", "", dump)
+
+
+_UPGRADE = """
+import sys
+from pathlib import Path
+from alembic import command
+from dbinit_pipeline_tests.alembic_support import alembic_config
+command.upgrade(alembic_config(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]), "head")
+assert "dagster" not in sys.modules, "plain Alembic must run without Dagster's SQL storage imported"
+"""
+
+
+def plain_upgrade(
+    tmp: Path, versions: Path, url: str, version_table: str
+) -> subprocess.CompletedProcess[str]:
+    """`alembic upgrade head` in a fresh interpreter, where Dagster was never imported (its SQL
+    storage rewrites MySQL DDL process-wide): what Alembic does outside Dagster."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-c", _UPGRADE, str(tmp), str(versions), url, version_table],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+
+
+def failing_script(stderr: str, versions: Path) -> tuple[str, str] | None:
+    """From a traceback: the last frame in `versions` (file, line) of a failed plain upgrade."""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', stderr)
+    inside = [(f, n) for f, n in frames if f.startswith(str(versions))]
+    return inside[-1] if inside else None

@@ -148,6 +148,8 @@ class Package:
     models: str | None = None
     problems: tuple[str, ...] = field(default=())
     declared_version_table: str | None = None
+    # The folder of the revision scripts (package.yaml's `migrations:`, else `migrations/`).
+    migrations_dir: Path | None = None
 
     @property
     def version_table(self) -> str:
@@ -596,4 +598,5 @@ def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
         migrations=order_chain(manifest.name, migrations),
         models=manifest.models,
         declared_version_table=manifest.version_table,
+        migrations_dir=migrations_dir,
     )

@@ -242,7 +242,7 @@ def check_history(packages: Sequence[Package], applied: dict[tuple[str, str], Le
             if revision not in on_disk:
                 raise ChecksumMismatch(
                     f"Package {pkg.name!r}: revision {revision!r} ({entry.filename}) was applied "
-                    f"but is no longer in {pkg.path / 'migrations'}",
+                    f"but is no longer in {pkg.migrations_dir or pkg.path / 'migrations'}",
                     code="applied_migration_missing",
                     suggestions=[f"Restore {entry.filename}; applied migrations must not be deleted."],
                 )
