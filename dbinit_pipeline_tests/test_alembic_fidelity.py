@@ -262,3 +262,32 @@ def test_an_unknown_depends_on_is_named_with_its_file(project: Project) -> None:
         assert "depends_on 'nowhere1'" in exc.message and str(folder / "a_1.py") in exc.message
     else:
         raise AssertionError("an unknown depends_on was accepted")
+
+
+def test_a_database_with_heads_in_the_shared_table_gets_per_package_tables_with_nothing_pending(
+    project: Project,
+) -> None:
+    project.write_package(
+        "legacy",
+        migrations=[
+            ("leg1", None, 'op.create_table("leg_t", sa.Column("id", sa.Integer, primary_key=True))')
+        ],
+    )
+    database = project.database()
+    assert project.run(database_name=database)["status"] == "success"
+    # As a database initialized before version tables were per package left it.
+    with project.server.connect(database) as conn:
+        heads = [
+            conn.execute(f"SELECT version_num FROM {t}").fetchone()[0]  # type: ignore[index]
+            for t in ("alembic_version_core", "alembic_version_legacy")
+        ]
+        conn.execute("DROP TABLE alembic_version_core")
+        conn.execute("DROP TABLE alembic_version_legacy")
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        for head in heads:
+            conn.execute("INSERT INTO alembic_version VALUES (%s)", (head,))
+    again = project.run(database_name=database)
+    assert again["status"] == "success" and again["result"]["migrations_applied"] == 0, again
+    with project.server.connect(database) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version_legacy").fetchall() == [("leg1",)]
+        assert conn.execute("SELECT count(*) FROM alembic_version").fetchone() == (0,)

@@ -795,7 +795,11 @@ class MigrationRunner:
             pending = pending_of(packages, applied)
             self._refuse_unapproved(pending)
             if not pending:
+                legacy = sa.inspect(conn).has_table(ledger.VERSION_TABLE)
                 conn.rollback()
+                if legacy:  # heads still in the shared table: give each package its own now
+                    with _transaction(conn):
+                        self._sync_versions(conn, packages, applied)
                 return ApplyReport(duration_ms=int((time.perf_counter() - started) * 1000))
             mode, note = self._decide_mode(len(pending), conn)
             conn.rollback()
