@@ -789,15 +789,15 @@ class MigrationRunner:
         started = time.perf_counter()
         with self.server.connect(self.database) as conn:
             self.provider.set_statement_timeout(conn, self.statement_timeout_s)
-            created = not ledger.exists(conn)
+            tables = set(sa.inspect(conn).get_table_names())  # one catalog query for both questions
+            created = ledger.LEDGER_TABLE not in tables
             applied = {} if created else ledger.read(conn)
             check_history(packages, applied)
             pending = pending_of(packages, applied)
             self._refuse_unapproved(pending)
             if not pending:
-                legacy = sa.inspect(conn).has_table(ledger.VERSION_TABLE)
                 conn.rollback()
-                if legacy:  # heads still in the shared table: give each package its own now
+                if ledger.VERSION_TABLE in tables:  # heads still in the shared table: give each package its own now
                     with _transaction(conn):
                         self._sync_versions(conn, packages, applied)
                 return ApplyReport(duration_ms=int((time.perf_counter() - started) * 1000))
