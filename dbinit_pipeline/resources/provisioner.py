@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,23 +103,7 @@ def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
         from dbinit_pipeline.resources.aws import endpoint_error, ensure_aws_infrastructure
 
         infra = ensure_aws_infrastructure(config, plan.environment, dry_run=plan.dry_run)
-        details = infra.details()
-        if infra.infrastructure == "would_provision":
-            return ServerFound(infra.placeholder_ref(plan.provider), infra.infrastructure, details)
-        var = plan.connection_env
-        # The connection variable wins when set (a proxy, a tunnel, a less privileged user); the
-        # endpoint and the master secret are the way in when it is not.
-        if var and os.environ.get(var):
-            ref = server_from_env(config, plan)
-            details["connection"] = f"environment variable {var}"
-        else:
-            ref = infra.server_ref(plan.provider, var)
-            details["connection"] = "endpoint and master secret"
-        try:
-            details["latency_ms"] = round(check_answers(ref), 1)
-        except Exception as exc:  # any driver error: named for the endpoint and how it was reached
-            raise endpoint_error(exc, infra, via=details["connection"]) from None
-        return ServerFound(ref, infra.infrastructure, details)
+        return _reach_cloud(config, plan, infra, "endpoint and master secret", endpoint_error)
     if plan.hosting in ("gcp-sql", "azure-sql"):
         # Imported here: the Google and Azure client libraries are optional extras.
         from dbinit_pipeline.resources import cloud
@@ -126,21 +111,7 @@ def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
         found = cloud.ensure_cloud_infrastructure(
             config, plan.environment, plan.hosting, dry_run=plan.dry_run
         )
-        details = found.details()
-        if found.infrastructure == "would_provision":
-            return ServerFound(found.placeholder_ref(plan.provider), found.infrastructure, details)
-        var = plan.connection_env
-        if var and os.environ.get(var):
-            ref = server_from_env(config, plan)
-            details["connection"] = f"environment variable {var}"
-        else:
-            ref = found.server_ref(plan.provider, var)
-            details["connection"] = "address and kept password"
-        try:
-            details["latency_ms"] = round(check_answers(ref), 1)
-        except Exception as exc:  # any driver error: named for the address and how it was reached
-            raise cloud.endpoint_error(exc, found, via=details["connection"]) from None
-        return ServerFound(ref, found.infrastructure, details)
+        return _reach_cloud(config, plan, found, "address and kept password", cloud.endpoint_error)
     raise UnsupportedError(
         f"hosting {plan.hosting!r} is not supported yet",
         suggestions=[
@@ -157,3 +128,32 @@ class Provisioner(ConfigurableResource):  # type: ignore[type-arg]
 
     def provision(self, plan: InitPlan) -> ServerFound:
         return provision(load_cached(self.config_path), plan)
+
+
+def _reach_cloud(
+    config: LoadedConfig,
+    plan: InitPlan,
+    infra: Any,
+    way_in: str,
+    endpoint_error: Callable[..., Exception],
+) -> ServerFound:
+    """Connect to cloud infrastructure that was found or created (AWS, Google Cloud, Azure alike).
+
+    The connection variable wins when set (a proxy, a tunnel, a less privileged user); the
+    infrastructure's own address and kept password are the way in when it is not.
+    """
+    details = infra.details()
+    if infra.infrastructure == "would_provision":
+        return ServerFound(infra.placeholder_ref(plan.provider), infra.infrastructure, details)
+    var = plan.connection_env
+    if var and os.environ.get(var):
+        ref = server_from_env(config, plan)
+        details["connection"] = f"environment variable {var}"
+    else:
+        ref = infra.server_ref(plan.provider, var)
+        details["connection"] = way_in
+    try:
+        details["latency_ms"] = round(check_answers(ref), 1)
+    except Exception as exc:  # any driver error: named for the endpoint and how it was reached
+        raise endpoint_error(exc, infra, via=details["connection"]) from None
+    return ServerFound(ref, infra.infrastructure, details)

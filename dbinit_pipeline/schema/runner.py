@@ -797,7 +797,8 @@ class MigrationRunner:
             self._refuse_unapproved(pending)
             if not pending:
                 conn.rollback()
-                if ledger.VERSION_TABLE in tables:  # heads still in the shared table: give each package its own now
+                # heads still in the shared table: give each package its own now
+                if ledger.VERSION_TABLE in tables:
                     with _transaction(conn):
                         self._sync_versions(conn, packages, applied)
                 return ApplyReport(duration_ms=int((time.perf_counter() - started) * 1000))
