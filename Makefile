@@ -26,7 +26,7 @@ demo: $(STAMP)
 ## make ui: dagster-webserver on 127.0.0.1:3000 (or DAGSTER_WEBSERVER_PORT) and dagster-daemon, instance on
 ## the embedded PostgreSQL (or DAGSTER_PG_URL); Ctrl-C stops both and the embedded server
 ui: $(STAMP)
-	$(BIN)/python -m dbinit_pipeline.instance
+	$(BIN)/python -m dbinit_pipeline.orchestration.instance
 
 # Debian's Chromium for the UI test: Playwright drives it through executable_path.
 /usr/bin/chromium:

@@ -12,7 +12,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "defs":
-        from dbinit_pipeline.definitions import defs
+        from dbinit_pipeline.orchestration.definitions import defs
 
         return defs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

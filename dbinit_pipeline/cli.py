@@ -19,9 +19,9 @@ from typing import Any
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.errors import DbinitError, PackageError, classify
-from dbinit_pipeline.heap import collect_less
+from dbinit_pipeline.fastpath.heap import collect_less
+from dbinit_pipeline.pipeline.responses import error_response
 from dbinit_pipeline.redaction import redact
-from dbinit_pipeline.responses import error_response
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -68,7 +68,7 @@ def run_init(
     mode (as `alembic upgrade --sql` does)."""
     from dagster import DagsterInstance
 
-    from dbinit_pipeline.jobs import build_job
+    from dbinit_pipeline.orchestration.jobs import build_job
 
     config.environment(environment)
     job = build_job(config, environment)
@@ -133,14 +133,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 # -- approvals -------------------------------------------------------------------------
 def _approval_plan(config: LoadedConfig, args: argparse.Namespace) -> Any:
-    from dbinit_pipeline.stages.validate import InitParams, build_plan
+    from dbinit_pipeline.pipeline.validate import InitParams, build_plan
 
     params = InitParams(database_name=args.database_name, if_exists=args.if_exists, dry_run=True)
     return build_plan(config, args.environment, params)
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.resources.approval_gate import command_for, request_approval
+    from dbinit_pipeline.safety.approval import command_for, request_approval
 
     operation = "request-approval"
     try:
@@ -180,8 +180,8 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.jobs import job_name
-    from dbinit_pipeline.resources.approval_gate import approve_plan
+    from dbinit_pipeline.orchestration.jobs import job_name
+    from dbinit_pipeline.safety.approval import approve_plan
 
     operation = "approve"
     try:
@@ -223,8 +223,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 # -- status / health -------------------------------------------------------------------
 def _server_for(config: LoadedConfig, environment: str, database_name: str | None) -> Any:
-    from dbinit_pipeline.resources.provisioner import provision
-    from dbinit_pipeline.stages.validate import InitParams, build_plan
+    from dbinit_pipeline.infrastructure.provisioner import provision
+    from dbinit_pipeline.pipeline.validate import InitParams, build_plan
 
     plan = build_plan(config, environment, InitParams(database_name=database_name, dry_run=True))
     found = provision(config, plan)
@@ -232,9 +232,9 @@ def _server_for(config: LoadedConfig, environment: str, database_name: str | Non
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.resources.database_server import DatabaseServer
-    from dbinit_pipeline.schema.loading import registry_for
-    from dbinit_pipeline.schema.runner import MigrationRunner
+    from dbinit_pipeline.database.server import DatabaseServer
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.migrations.runner import MigrationRunner
 
     try:
         config = _config(args)
@@ -247,7 +247,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 exists = server.provider.database_exists(conn, plan.database_name)
             statuses = MigrationRunner(server, plan.database_name).status(packages, database_exists=exists)
         else:
-            from dbinit_pipeline.schema.runner import PackageStatus
+            from dbinit_pipeline.migrations.runner import PackageStatus
 
             statuses = [
                 PackageStatus(p.name, p.version, (), tuple(m.revision for m in p.migrations))
@@ -284,9 +284,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.health import verify_database
-    from dbinit_pipeline.resources.database_server import DatabaseServer
-    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.database.server import DatabaseServer
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.verify.health import verify_database
 
     try:
         config = _config(args)
@@ -321,9 +321,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.resources.database_server import DatabaseServer
-    from dbinit_pipeline.schema.loading import registry_for
-    from dbinit_pipeline.schema.runner import MigrationRunner
+    from dbinit_pipeline.database.server import DatabaseServer
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.migrations.runner import MigrationRunner
 
     operation = "resolve"
     try:
@@ -361,7 +361,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 # -- packages --------------------------------------------------------------------------
 def cmd_graph(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.migrations.loading import registry_for
 
     try:
         registry = registry_for(_config(args))
@@ -396,7 +396,7 @@ def downgrade():
 
 def new_migration(config: LoadedConfig, package: str, message: str) -> Path:
     """Write the next revision script of `package` and return its path."""
-    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.migrations.loading import registry_for
 
     registry = registry_for(config)
     pkg = registry.by_name.get(package)

@@ -23,7 +23,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
-from dbinit_pipeline.resources.embedded_server import EmbeddedPostgres
+from dbinit_pipeline.database.embedded import EmbeddedPostgres
 
 TEST_URL_VAR = "DBINIT_TEST_TARGET_URL"
 
@@ -180,7 +180,7 @@ class Project:
         return run_init(self.config(), environment, **params)
 
     def operations(self) -> list[dict[str, Any]]:
-        from dbinit_pipeline.resources.operation_log import read_records
+        from dbinit_pipeline.operation_log import read_records
 
         return read_records(self.root / ".dbinit" / "operations.jsonl")
 

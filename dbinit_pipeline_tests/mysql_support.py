@@ -156,7 +156,7 @@ class MySQLProject:
         return run_init(self.config(), environment, **params)
 
     def operations(self) -> list[dict[str, Any]]:
-        from dbinit_pipeline.resources.operation_log import read_records
+        from dbinit_pipeline.operation_log import read_records
 
         return read_records(self.root / ".dbinit" / "operations.jsonl")
 

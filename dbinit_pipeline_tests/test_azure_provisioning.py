@@ -21,9 +21,13 @@ import yaml
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.errors import ConfigurationError, DbinitError, ProvisioningError
-from dbinit_pipeline.resources import azure as azure_module
-from dbinit_pipeline.resources.cloud import ENVIRONMENT_LABEL, cloud_disk_space, ensure_cloud_infrastructure
-from dbinit_pipeline.schema.core.models import CORE_TABLES
+from dbinit_pipeline.infrastructure import azure as azure_module
+from dbinit_pipeline.infrastructure.cloud import (
+    ENVIRONMENT_LABEL,
+    cloud_disk_space,
+    ensure_cloud_infrastructure,
+)
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
 from dbinit_pipeline_tests.cloud_rest_apis import AzureApi, arm_error, loopback_only, self_signed_certificate
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from dbinit_pipeline.resources import database_server
-from dbinit_pipeline.resources.database_server import MAX_ENGINES, DatabaseServer, ServerRef, display_url
-from dbinit_pipeline.stages.schema_progress import throttled
+from dbinit_pipeline.database import server as database_server
+from dbinit_pipeline.database.server import MAX_ENGINES, DatabaseServer, ServerRef, display_url
+from dbinit_pipeline.orchestration.stages.schema_progress import throttled
 from dbinit_pipeline_tests.conftest import PgServer
 
 
@@ -93,7 +93,7 @@ def test_progress_also_reports_after_a_quiet_interval() -> None:
 def test_collect_less_raises_only_a_lower_young_threshold_and_never_reenables_gc() -> None:
     import gc
 
-    from dbinit_pipeline.heap import YOUNG_THRESHOLD, collect_less
+    from dbinit_pipeline.fastpath.heap import YOUNG_THRESHOLD, collect_less
 
     saved = gc.get_threshold()
     try:

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from dbinit_pipeline.errors import PackageError
-from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.package import read_package
-from dbinit_pipeline.schema.registry import PackageRegistry
+from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.package import read_package
+from dbinit_pipeline.migrations.registry import PackageRegistry
 from dbinit_pipeline_tests.conftest import Project, write_migration
 
 CORE = read_package(CORE_PACKAGE_DIR)

@@ -13,8 +13,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import NullPool
 
-from dbinit_pipeline.schema.pg_shapes import read_shapes
-from dbinit_pipeline.schema.shape import describe_live, reflect_live
+from dbinit_pipeline.database.catalog import describe_live, reflect_live
+from dbinit_pipeline.database.providers.pg_catalog import read_shapes
 from dbinit_pipeline_tests.conftest import PgServer, unique_name
 
 DDL = """

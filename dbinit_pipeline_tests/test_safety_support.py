@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dbinit_pipeline.cli import main
-from dbinit_pipeline.resources.state_store import StateStore
+from dbinit_pipeline.safety.state_store import StateStore
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
 
 DBINIT = Path(sys.prefix) / "bin" / "dbinit"

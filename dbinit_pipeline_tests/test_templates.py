@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import load_config
-from dbinit_pipeline.providers.postgresql import PostgresProvider
-from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
-from dbinit_pipeline.templates import (
+from dbinit_pipeline.database.providers.postgresql import PostgresProvider
+from dbinit_pipeline.database.server import DatabaseServer, ServerRef
+from dbinit_pipeline.pipeline.templates import (
     TEMPLATE_PREFIX,
     TemplateRecord,
     create_from_template,
@@ -330,7 +330,7 @@ def test_protected_environments_use_templates_only_when_enabled_there(tmp_path: 
 
 
 def test_a_half_made_template_is_not_a_template() -> None:
-    from dbinit_pipeline.providers.base import DatabaseTemplate
+    from dbinit_pipeline.database.providers.base import DatabaseTemplate
 
     name = template_name("a" * 64, "p", "dev")
     comment = json.dumps(

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import HealthSettings
-from dbinit_pipeline.health import latency_status, worst
-from dbinit_pipeline.providers.postgresql import disk_report, is_this_host
-from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.package import read_package
+from dbinit_pipeline.database.providers.postgresql import disk_report, is_this_host
+from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.package import read_package
+from dbinit_pipeline.verify.health import latency_status, worst
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 
 DBINIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dbinit"

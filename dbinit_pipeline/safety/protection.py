@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import InputError, classify
-from dbinit_pipeline.resources.database_server import DatabaseServer
 
 PROTECTION_TABLE = "dbinit_protection"
 

@@ -1,0 +1,1117 @@
+"""Apply package migrations through Alembic's operations, in dependency order, with a ledger.
+
+The registry already knows the order (it validated the graph), so the runner walks the
+ordered packages and runs each pending revision script's `upgrade()` with Alembic's `op`
+bound to one connection: one transaction for the whole set on PostgreSQL, unless the set
+would not fit the server's lock table. Only pending scripts are imported: when the ledger
+and the files' checksums say nothing is pending, no script is loaded at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import importlib.util
+import io
+import marshal
+import os
+import queue
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import CodeType, ModuleType
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.ddl import ExecutableDDLElement
+
+from dbinit_pipeline.database.server import DatabaseServer
+from dbinit_pipeline.errors import (
+    ApprovalError,
+    ChecksumMismatch,
+    DbinitError,
+    MigrationError,
+    classify,
+    describe,
+)
+from dbinit_pipeline.migrations import ledger
+from dbinit_pipeline.migrations.ledger import LedgerEntry
+from dbinit_pipeline.migrations.package import Migration, Package
+from dbinit_pipeline.migrations.script_runtime import (
+    ScriptEnvironment,
+    on_autocommit,
+    own_transaction,
+    script_environment,
+    script_line,
+)
+from dbinit_pipeline.redaction import redact
+
+Progress = Callable[[str, int, int], None]
+# Measured on PostgreSQL 18: creating a table with its indexes and foreign keys holds about
+# 14 lock-table entries until commit.
+LOCKS_PER_MIGRATION = 14
+
+
+@dataclass(frozen=True)
+class PackageOutcome:
+    """What one package got (or, in a dry run, would get)."""
+
+    name: str
+    version: str
+    revisions: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "revisions": list(self.revisions)}
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """The outcome of applying a set of packages."""
+
+    packages: tuple[PackageOutcome, ...] = ()
+    migrations_applied: int = 0
+    pending: int = 0
+    transaction: str = "none"
+    note: str | None = None
+    dry_run: bool = False
+    sql: dict[str, str] = field(default_factory=dict)
+    duration_ms: int = 0
+    ledger_created: bool = False
+
+
+@dataclass(frozen=True)
+class PackageStatus:
+    name: str
+    version: str
+    applied: tuple[str, ...]
+    pending: tuple[str, ...]
+
+
+_CODE_TAG = importlib.util.MAGIC_NUMBER.hex()
+
+
+class _CompiledScripts:
+    """Compiled scripts kept in one marshal file of a cache folder, read at most once a process.
+
+    Keyed by the content's sha256 (and the path, which the code object names), so an entry can
+    only ever be the code of the bytes the ledger's checksum describes. One file rather than one
+    per script: opening 2,000 small files cost more than unmarshalling them all.
+    """
+
+    MAX_ENTRIES = 20_000  # past this, a save keeps only what this process used
+
+    def __init__(self, folder: Path) -> None:
+        self.file = folder / f"scripts-{_CODE_TAG}.marshal"
+        self.codes: dict[str, CodeType] | None = None
+        self.used: set[str] = set()
+        self.dirty = False
+
+    def get(self, key: str, filename: str) -> CodeType | None:
+        if self.codes is None:
+            self.codes = {}
+            with suppress(OSError, ValueError, EOFError, TypeError):
+                loaded = marshal.loads(self.file.read_bytes())
+                if isinstance(loaded, dict):
+                    self.codes = {k: v for k, v in loaded.items() if isinstance(v, CodeType)}
+        code = self.codes.get(key)
+        if code is None or code.co_filename != filename:
+            return None
+        self.used.add(key)
+        return code
+
+    def put(self, key: str, code: CodeType) -> None:
+        if self.codes is None:
+            self.codes = {}
+        self.codes[key] = code
+        self.used.add(key)
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty or self.codes is None:
+            return
+        codes = self.codes
+        if len(codes) > self.MAX_ENTRIES:
+            codes = {k: v for k, v in codes.items() if k in self.used}
+        with suppress(OSError):
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".scripts-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(marshal.dumps(codes))
+                os.replace(tmp, self.file)
+            finally:
+                with suppress(OSError):
+                    os.unlink(tmp)
+        self.dirty = False
+
+
+_compiled: dict[Path, _CompiledScripts] = {}
+
+
+def _save_compiled() -> None:
+    for cache in _compiled.values():
+        cache.save()
+
+
+def _code_of(migration: Migration) -> CodeType:
+    """The compiled script, exactly the content whose sha256 the ledger records.
+
+    The file is read once, its hash checked against the checksum taken when the package was
+    read (a file edited since is refused, not run), and compiled; with a code cache, the code
+    object is kept under that checksum, like a .pyc but keyed by content and out of the package
+    folder (with 2,000 scripts, compiling was a tenth of the apply's Python time).
+    """
+    cache: _CompiledScripts | None = None
+    key = ""
+    filename = str(migration.path)
+    if migration.code_cache is not None:
+        cache = _compiled.setdefault(migration.code_cache, _CompiledScripts(migration.code_cache))
+        key = f"{migration.checksum}-{hashlib.sha256(filename.encode()).hexdigest()[:16]}"
+        found = cache.get(key, filename)
+        if found is not None:
+            return found
+    source = migration.path.read_bytes()
+    if hashlib.sha256(source).hexdigest() != migration.checksum:
+        raise ChecksumMismatch(
+            f"Package {migration.package!r}: {migration.path} changed while this run was applying it "
+            f"(revision {migration.revision})",
+            details={
+                "package": migration.package,
+                "revision": migration.revision,
+                "file": str(migration.path),
+            },
+            suggestions=["Rerun once the file is no longer being edited; nothing of this stage was kept."],
+        )
+    code = compile(source, filename, "exec", dont_inherit=True)
+    if cache is not None:
+        cache.put(key, code)
+    return code
+
+
+def _load_script(migration: Migration) -> ModuleType:
+    name = f"_dbinit_revision_{migration.package}_{migration.revision}"
+    module = ModuleType(name)
+    module.__file__ = str(migration.path)
+    module.__package__ = ""
+    try:
+        sys.modules[name] = module
+        exec(_code_of(migration), module.__dict__)
+    except DbinitError:
+        raise
+    except Exception as exc:
+        line = exc.lineno if isinstance(exc, SyntaxError) else script_line(exc, migration.path)
+        at = f", line {line}" if line else ""
+        raise MigrationError(
+            f"Package {migration.package!r}: {migration.path}{at} cannot be imported: "
+            f"{type(exc).__name__}: {exc}",
+            code="migration_failed",
+            suggestions=[f"Fix {migration.path}; nothing was applied."],
+            details={
+                "package": migration.package,
+                "revision": migration.revision,
+                "file": str(migration.path),
+                "line": line,
+                "exception": type(exc).__name__,
+            },
+        ) from None
+    finally:
+        sys.modules.pop(name, None)
+    if not callable(getattr(module, "upgrade", None)):
+        raise MigrationError(f"Package {migration.package!r}: {migration.path} has no upgrade() function")
+    return module
+
+
+def check_history(packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]) -> None:
+    """Raise before anything runs if an applied file changed, vanished, or history has a gap."""
+    by_package: dict[str, list[tuple[str, LedgerEntry]]] = {}
+    for (name, revision), entry in applied.items():
+        by_package.setdefault(name, []).append((revision, entry))
+    for pkg in packages:
+        on_disk = {m.revision: m for m in pkg.migrations}
+        for revision, entry in by_package.get(pkg.name, ()):
+            if revision not in on_disk:
+                raise ChecksumMismatch(
+                    f"Package {pkg.name!r}: revision {revision!r} ({entry.filename}) was applied "
+                    f"but is no longer in {pkg.migrations_dir or pkg.path / 'migrations'}",
+                    code="applied_migration_missing",
+                    suggestions=[f"Restore {entry.filename}; applied migrations must not be deleted."],
+                )
+        seen_pending: Migration | None = None
+        for m in pkg.migrations:
+            found = applied.get(m.key)
+            if found is None:
+                seen_pending = seen_pending or m
+                continue
+            entry = found
+            if entry.checksum != m.checksum:
+                raise ChecksumMismatch(
+                    f"Package {pkg.name!r}: {m.path} changed after it was applied "
+                    f"(revision {m.revision}, applied {entry.applied_at} by run {entry.run_id})",
+                    details={"package": pkg.name, "revision": m.revision, "file": str(m.path)},
+                    suggestions=[
+                        f"Restore the applied content of {m.path.name} (git checkout it).",
+                        "Put the change in a new revision: dbinit new-migration "
+                        f"{pkg.name} -m 'describe the change'.",
+                    ],
+                )
+            if seen_pending is not None:
+                raise MigrationError(
+                    f"Package {pkg.name!r}: {m.path.name} is applied but the earlier revision "
+                    f"{seen_pending.path.name} is not; the history has a gap",
+                    code="history_gap",
+                    suggestions=[
+                        "Never insert a revision before an applied one; append a new revision instead."
+                    ],
+                )
+
+
+# Statements after which MySQL has committed implicitly (its DDL), whatever the transaction says.
+_IMPLICIT_COMMIT = re.compile(r"^\s*(create|alter|drop|rename|truncate)\b", re.IGNORECASE)
+
+
+@contextmanager
+def _statements_of(conn: Connection) -> Iterator[list[str]]:
+    """The statements `conn` completes inside the block, in order."""
+    executed: list[str] = []
+
+    def note(*args: Any) -> None:
+        executed.append(str(args[2]))
+
+    event.listen(conn, "after_cursor_execute", note)
+    try:
+        yield executed
+    finally:
+        event.remove(conn, "after_cursor_execute", note)
+
+
+def _name_committed_statements(error: MigrationError, m: Migration, executed: Sequence[str]) -> None:
+    """Where DDL is not transactional, say what the failed migration left behind: its statements up
+    to its last DDL stayed committed, and a rerun of the fixed file would trip over them."""
+    last_ddl = max((i for i, s in enumerate(executed) if _IMPLICIT_COMMIT.match(s)), default=-1)
+    committed = [redact(" ".join(s.split()))[:300] for s in executed[: last_ddl + 1]]
+    error.details["committed_statements"] = committed
+    if not committed:
+        error.suggestions.insert(
+            1,
+            f"This attempt committed none of {m.path.name}'s statements (an object that already "
+            "exists was left by an earlier failed attempt: see that run's committed_statements).",
+        )
+        return
+    shown = "; ".join(committed[:5]) + ("; ..." if len(committed) > 5 else "")
+    error.suggestions.insert(
+        0,
+        f"{m.path.name} is half applied: the server had committed {len(committed)} statement(s) of it "
+        f"before the failure ({shown}). Undo them by hand (for example DROP TABLE for a table it "
+        "created) or make them skip what exists, then fix the failing statement and rerun; the "
+        f"rerun starts again at revision {m.revision}.",
+    )
+
+
+# Codes that say more than "the migration failed": what to do differs.
+_KEPT_CODES = ("lock_table_full", "statement_timeout", "cancelled")
+
+
+def _offline_statements(dialect: str, m: Migration) -> list[str]:
+    """The SQL `m` emits in Alembic's offline mode, one statement an item."""
+    buffer = io.StringIO()
+    with script_environment(dialect_name=dialect, output=buffer) as env:
+        env.enter(m)
+        _load_script(m).upgrade()
+    return [" ".join(s.split()) for s in buffer.getvalue().split(";") if s.strip()]
+
+
+def pending_of(packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]) -> list[Migration]:
+    return [m for pkg in packages for m in pkg.migrations if m.key not in applied]
+
+
+def _by_package(pending: Sequence[Migration]) -> dict[str, list[Migration]]:
+    grouped: dict[str, list[Migration]] = {}
+    for m in pending:
+        grouped.setdefault(m.package, []).append(m)
+    return grouped
+
+
+@contextmanager
+def _transaction(conn: Connection) -> Iterator[None]:
+    """A transaction committed at the end, whichever it then is: a script's autocommit_block()
+    commits the one begun here and begins another (Alembic's MigrationContext owns it)."""
+    conn.begin()
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    migration: Migration
+    statement: str
+
+
+class _WriteBehind:
+    """Pipeline the DDL of a batch to the server, so that it never waits for Python in between.
+
+    Applying a migration is Python (import the script, build SQLAlchemy tables, compile DDL)
+    and then the server executing the statements; one after the other, the two add up. Here
+    Alembic's DDL is compiled on the main thread and handed to a sender thread, which sends it
+    in order, in libpq pipeline mode, on the batch's own connection and inside its one
+    transaction, while the main thread goes on with the next migration: the server always has
+    the next statement waiting. Same statements, same order, same transaction, same lock.
+
+    - Only DDL constructs without parameters are deferred. Before anything else SQLAlchemy
+      executes on the connection (a query of a data migration, an ENUM's CREATE TYPE, the
+      ledger), every deferred statement has run and the pipeline is closed, so the server sees
+      exactly the order of a synchronous run. A script that touches the DBAPI connection itself
+      (`Migration.uses_dbapi`) runs only after all before it has run, with nothing deferred.
+    - A server error stops the sender (the transaction is aborted anyway) and is raised,
+      attributed to the migration and the statement that failed, at the next deferral, before
+      the next synchronous statement, or at `drain()`, whichever comes first. It is sticky: a
+      script that swallows it cannot hide it from `drain()`.
+    - A ledger entry's duration is its script's Python time plus its statements' time on the
+      server as the client sees it (from when a statement could start to when its result came).
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        dbapi: Any,
+        impl: Any,
+        failure: Callable[[Migration, BaseException], DbinitError],
+    ) -> None:
+        self.dialect = conn.dialect
+        self.dbapi = dbapi
+        self.failure = failure
+        self.queue: queue.Queue[_Deferred | _Marker] = queue.Queue()
+        self.error: DbinitError | None = None
+        self.current: Migration | None = None
+        # Inside a script's autocommit_block(): nothing is deferred.
+        self.suspended = False
+        self.server_s: dict[tuple[str, str], float] = {}
+        self._original_exec = impl._exec
+        self._drained = threading.Event()
+        self._abandon = False
+        self._thread = threading.Thread(target=self._send, name="dbinit-ddl-sender", daemon=True)
+        # Sender state: the open pipeline, and statements sent whose result has not come yet.
+        self._pipeline: ExitStack | None = None
+        self._inflight: deque[tuple[_Deferred, Any, float]] = deque()
+        self._last_result = 0.0
+
+    @classmethod
+    @contextmanager
+    def over(
+        cls,
+        conn: Connection,
+        ctx: MigrationContext,
+        failure: Callable[[Migration, BaseException], DbinitError],
+    ) -> Iterator[_WriteBehind | None]:
+        """A write-behind for `ctx` on `conn` where it is safe, else None (everything synchronous)."""
+        dbapi = conn.connection.driver_connection
+        dispatch = conn.dispatch
+        listened = any(
+            bool(listeners)
+            for listeners in (
+                dispatch.before_execute,
+                dispatch.after_execute,
+                dispatch.before_cursor_execute,
+                dispatch.after_cursor_execute,
+            )
+        )
+        if (
+            dbapi is None
+            or conn.dialect.name != "postgresql"
+            or conn.dialect.driver != "psycopg"
+            or not _pipeline_supported()
+            or listened  # someone watches each statement: keep them all on SQLAlchemy's path
+            or conn.get_execution_options().get("schema_translate_map")
+            or ctx.impl.as_sql
+        ):
+            yield None
+            return
+        behind = cls(conn, dbapi, ctx.impl, failure)
+        behind._thread.start()
+        ctx.impl._exec = behind._exec  # type: ignore[method-assign]
+        event.listen(conn, "before_cursor_execute", behind._before_synchronous)
+        try:
+            yield behind
+        except BaseException:
+            behind._abandon = True
+            raise
+        finally:
+            event.remove(conn, "before_cursor_execute", behind._before_synchronous)
+            del ctx.impl._exec  # back to the class's own method
+            behind.queue.put(_Marker.STOP)
+            behind._thread.join()
+
+    # -- main thread -----------------------------------------------------------------------
+    def start(self, m: Migration) -> None:
+        self._raise_pending()
+        if m.uses_dbapi:
+            self.drain()
+        self.current = m
+
+    def finish(self, m: Migration) -> None:
+        self.current = None
+        if m.uses_dbapi:
+            self.drain()
+
+    def drain(self) -> None:
+        """Wait until every deferred statement has run and the pipeline is closed; raise the
+        first failure."""
+        self._drained.clear()
+        self.queue.put(_Marker.DRAIN)
+        while not self._drained.wait(1.0):
+            if not self._thread.is_alive():
+                raise MigrationError("The DDL sender thread stopped before sending every statement")
+        self._raise_pending()
+
+    def with_server_time(self, entry: LedgerEntry) -> LedgerEntry:
+        extra = self.server_s.get((entry.package, entry.revision), 0.0)
+        return replace(entry, duration_ms=entry.duration_ms + int(extra * 1000))
+
+    def _raise_pending(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _exec(
+        self,
+        construct: Any,
+        execution_options: Any = None,
+        multiparams: Any = None,
+        params: Any = None,
+    ) -> Any:
+        self._raise_pending()
+        m = self.current
+        if (
+            m is not None
+            and not self.suspended
+            and not m.uses_dbapi
+            and isinstance(construct, ExecutableDDLElement)
+            and not execution_options
+            and not multiparams
+            and not params
+        ):
+            self.queue.put(_Deferred(m, str(construct.compile(dialect=self.dialect))))
+            return None
+        if params is None:
+            return self._original_exec(construct, execution_options, multiparams)
+        return self._original_exec(construct, execution_options, multiparams, params)
+
+    def _before_synchronous(self, *_: Any) -> None:
+        self.drain()
+
+    # -- sender thread ---------------------------------------------------------------------
+    def _send(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if not isinstance(item, _Deferred):
+                    self._close_pipeline()
+                elif not (self._abandon or self.error is not None):
+                    self._send_one(item)
+            except BaseException as exc:  # never leave the main thread waiting on a dead sender
+                if self.error is None:
+                    self.error = MigrationError(f"Sending deferred DDL failed: {type(exc).__name__}: {exc}")
+            finally:
+                if not isinstance(item, _Deferred):
+                    self._drained.set()
+            if item is _Marker.STOP:
+                return
+
+    def _send_one(self, item: _Deferred) -> None:
+        try:
+            if self._pipeline is None:
+                self._pipeline = ExitStack()
+                self._pipeline.enter_context(self.dbapi.pipeline())
+                self._last_result = time.perf_counter()
+            cursor = self.dbapi.cursor()
+            self._inflight.append((item, cursor, time.perf_counter()))
+            # The parameters SQLAlchemy itself passes for DDL, so that `%%` reads as `%` (without a
+            # `%` there is nothing to unescape, and psycopg need not scan the statement); the
+            # call sends the statement and collects whatever results have come back meanwhile.
+            cursor.execute(item.statement, {} if "%" in item.statement else None)
+            self._collect()
+        except Exception as exc:
+            self._failed(exc)
+
+    def _close_pipeline(self) -> None:
+        """Sync: wait for every result, leave pipeline mode."""
+        if self._pipeline is None:
+            return
+        pipeline, self._pipeline = self._pipeline, None
+        try:
+            pipeline.close()
+            self._collect()
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            for _, cursor, _ in self._inflight:
+                with suppress(Exception):
+                    cursor.close()
+            self._inflight.clear()
+
+    def _collect(self) -> None:
+        """Note the statements whose result has come back (results come in order)."""
+        while self._inflight and self._inflight[0][1].pgresult is not None:
+            item, cursor, sent = self._inflight.popleft()
+            now = time.perf_counter()
+            key = item.migration.key
+            self.server_s[key] = self.server_s.get(key, 0.0) + now - max(sent, self._last_result)
+            self._last_result = now
+            with suppress(Exception):
+                cursor.close()
+
+    def _failed(self, exc: Exception) -> None:
+        """The first statement without a good result is the one the server refused."""
+        if self.error is not None:
+            return
+        failed = next(
+            (item for item, cursor, _ in self._inflight if not _succeeded(cursor)),
+            self._inflight[-1][0] if self._inflight else None,
+        )
+        if failed is None:
+            self.error = MigrationError(f"Sending deferred DDL failed: {type(exc).__name__}: {exc}")
+        else:
+            self.error = self.failure(failed.migration, self._wrap(exc, failed.statement))
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            with suppress(Exception):
+                pipeline.close()
+        for _, cursor, _ in self._inflight:
+            with suppress(Exception):
+                cursor.close()
+        self._inflight.clear()
+
+    def _wrap(self, exc: Exception, statement: str) -> BaseException:
+        """The exception SQLAlchemy would have raised for this statement."""
+        dbapi = self.dialect.loaded_dbapi
+        if not isinstance(exc, dbapi.Error):
+            return exc
+        return DBAPIError.instance(statement, {}, exc, dbapi.Error, dialect=self.dialect, ismulti=False)
+
+
+class _Marker(enum.Enum):
+    DRAIN = "drain"
+    STOP = "stop"
+
+
+def _succeeded(cursor: Any) -> bool:
+    result = cursor.pgresult
+    return result is not None and result.status in (1, 2)  # COMMAND_OK, TUPLES_OK
+
+
+def _pipeline_supported() -> bool:
+    try:
+        import psycopg
+
+        return bool(psycopg.Pipeline.is_supported())
+    except Exception:
+        return False
+
+
+class MigrationRunner:
+    """Applies packages to one database of one server."""
+
+    def __init__(
+        self,
+        server: DatabaseServer,
+        database: str,
+        *,
+        run_id: str = "manual",
+        lock_timeout: float = 60.0,
+        transaction_mode: str = "auto",
+        progress: Progress | None = None,
+        allowed: frozenset[tuple[str, str, str]] | None = None,
+        statement_timeout_s: float | None = None,
+    ) -> None:
+        self.server = server
+        self.provider = server.provider
+        self.database = database
+        self.run_id = run_id
+        self.lock_timeout = lock_timeout
+        self.transaction_mode = transaction_mode
+        self.progress = progress
+        # (package, revision, sha256) an approval covers; None when the run needs no approval.
+        self.allowed = allowed
+        self.statement_timeout_s = statement_timeout_s
+        # Where a script's autocommit_block() split the atomic unit, in order.
+        self.splits: list[str] = []
+        self._current: Migration | None = None
+
+    def _refuse_unapproved(self, pending: Sequence[Migration]) -> None:
+        """Apply nothing that the run's approval does not cover (checked under the lock)."""
+        if self.allowed is None:
+            return
+        outside = [m for m in pending if (m.package, m.revision, m.checksum) not in self.allowed]
+        if outside:
+            names = ", ".join(f"{m.package}:{m.revision} ({m.path.name})" for m in outside[:10])
+            raise ApprovalError(
+                f"Pending revision(s) outside the approved plan of {self.database!r}: {names}; "
+                "nothing was applied",
+                code="plan_changed",
+                suggestions=[
+                    "Review the current plan (dbinit plan ENV) and have it approved, then launch a new run.",
+                ],
+                details={"unapproved": [f"{m.package}:{m.revision}" for m in outside]},
+            )
+
+    # -- reading -----------------------------------------------------------------------
+    def applied(self, conn: Connection) -> dict[tuple[str, str], LedgerEntry]:
+        return ledger.read(conn) if ledger.exists(conn) else {}
+
+    def status(self, packages: Sequence[Package], *, database_exists: bool = True) -> list[PackageStatus]:
+        """Applied and pending revisions per package."""
+        applied: dict[tuple[str, str], LedgerEntry] = {}
+        if database_exists:
+            with self.server.connect(self.database) as conn:
+                applied = self.applied(conn)
+        return [
+            PackageStatus(
+                pkg.name,
+                pkg.version,
+                tuple(m.revision for m in pkg.migrations if m.key in applied),
+                tuple(m.revision for m in pkg.migrations if m.key not in applied),
+            )
+            for pkg in packages
+        ]
+
+    # -- dry run -----------------------------------------------------------------------
+    def plan_pending(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
+        """What would be applied, from the ledger and the files' checksums: no script is imported."""
+        applied: dict[tuple[str, str], LedgerEntry] = {}
+        if database_exists:
+            with self.server.connect(self.database) as conn:
+                applied = self.applied(conn)
+                conn.rollback()
+        check_history(packages, applied)
+        pending = pending_of(packages, applied)
+        grouped = _by_package(pending)
+        outcomes = [
+            PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in grouped[pkg.name]))
+            for pkg in packages
+            if grouped.get(pkg.name)
+        ]
+        return ApplyReport(
+            packages=tuple(outcomes),
+            pending=len(pending),
+            dry_run=True,
+            transaction=self._decide_mode(len(pending), None)[0] if pending else "none",
+        )
+
+    def plan_sql(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
+        """The SQL each pending revision would run (Alembic offline mode); changes nothing."""
+        try:
+            return self._plan_sql(packages, database_exists=database_exists)
+        finally:
+            _save_compiled()
+
+    def _plan_sql(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
+        applied: dict[tuple[str, str], LedgerEntry] = {}
+        if database_exists:
+            with self.server.connect(self.database) as conn:
+                applied = self.applied(conn)
+        check_history(packages, applied)
+        pending = pending_of(packages, applied)
+        grouped = _by_package(pending)
+        sql: dict[str, str] = {}
+        outcomes: list[PackageOutcome] = []
+        for pkg in packages:
+            mine = grouped.get(pkg.name, [])
+            if not mine:
+                continue
+            buffer = io.StringIO()
+            with script_environment(dialect_name=self.provider.name, output=buffer) as env:
+                for m in mine:
+                    buffer.write(f"-- {pkg.name} {m.revision} ({m.path.name})\n")
+                    env.enter(m)
+                    module = _load_script(m)
+                    try:
+                        module.upgrade()
+                    except DbinitError:
+                        raise
+                    except (Exception, SystemExit) as exc:
+                        raise self._migration_failure(m, exc) from None
+            sql[pkg.name] = buffer.getvalue()
+            outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
+        return ApplyReport(
+            packages=tuple(outcomes),
+            pending=len(pending),
+            dry_run=True,
+            sql=sql,
+            transaction=self._decide_mode(len(pending), None)[0] if pending else "none",
+        )
+
+    # -- applying ----------------------------------------------------------------------
+    def _decide_mode(self, pending: int, conn: Connection | None) -> tuple[str, str | None]:
+        if not self.provider.transactional_ddl:
+            return "per_migration", (
+                f"{self.provider.name} commits every DDL statement: progress is recorded per migration "
+                "and a rerun resumes after the last one applied"
+            )
+        if self.transaction_mode == "single":
+            return "single", None
+        if self.transaction_mode == "per_package":
+            return "per_package", "packages.transaction is per_package in dbinit.yaml"
+        if conn is None:
+            return "single", None
+        capacity = self.provider.lock_capacity(conn)
+        needed = pending * LOCKS_PER_MIGRATION
+        if capacity.slots is not None and needed > capacity.slots * 0.8:
+            return "per_package", (
+                f"{pending} pending migrations need about {needed} locks in one transaction; the "
+                f"server's lock table holds {capacity.slots} (max_locks_per_transaction="
+                f"{capacity.per_transaction}), so each package was committed on its own. Raise "
+                "max_locks_per_transaction to apply everything atomically."
+            )
+        return "single", None
+
+    def apply(self, packages: Sequence[Package]) -> ApplyReport:
+        """Apply every pending revision of `packages`, dependencies first."""
+        try:
+            return self._apply(packages)
+        finally:
+            _save_compiled()
+
+    def _apply(self, packages: Sequence[Package]) -> ApplyReport:
+        started = time.perf_counter()
+        with self.server.connect(self.database) as conn:
+            self.provider.set_statement_timeout(conn, self.statement_timeout_s)
+            tables = set(sa.inspect(conn).get_table_names())  # one catalog query for both questions
+            created = ledger.LEDGER_TABLE not in tables
+            applied = {} if created else ledger.read(conn)
+            check_history(packages, applied)
+            pending = pending_of(packages, applied)
+            self._refuse_unapproved(pending)
+            if not pending:
+                conn.rollback()
+                # heads still in the shared table: give each package its own now
+                if ledger.VERSION_TABLE in tables:
+                    with _transaction(conn):
+                        self._sync_versions(conn, packages, applied)
+                return ApplyReport(duration_ms=int((time.perf_counter() - started) * 1000))
+            mode, note = self._decide_mode(len(pending), conn)
+            conn.rollback()
+            if mode == "single":
+                outcomes = self._apply_batch(conn, packages)
+            elif mode == "per_package":
+                outcomes = []
+                for pkg in packages:
+                    outcomes.extend(self._apply_batch(conn, [pkg]))
+            else:
+                with self.provider.session_lock(conn, self.database, self.lock_timeout):
+                    outcomes = self._apply_each(conn, packages)
+        applied_count = sum(len(o.revisions) for o in outcomes)
+        if self.splits:
+            note = "; ".join([*([note] if note else []), *self.splits])
+        return ApplyReport(
+            packages=tuple(outcomes),
+            migrations_applied=applied_count,
+            transaction=mode,
+            note=note,
+            duration_ms=int((time.perf_counter() - started) * 1000),
+            ledger_created=created,
+        )
+
+    def _apply_batch(self, conn: Connection, packages: Sequence[Package]) -> list[PackageOutcome]:
+        """One transaction: lock, re-read the ledger under the lock, run, record, commit.
+
+        A script's `autocommit_block()` splits the transaction: what is done so far is recorded
+        and committed, the block runs outside a transaction, and the rest continues in a new one
+        (under the lock again); `self.splits` says where and why."""
+        with _transaction(conn):
+            self.provider.lock_in_transaction(conn, self.database, self.lock_timeout)
+            ledger.ensure(conn)
+            applied = ledger.read(conn)
+            check_history(packages, applied)
+            pending = pending_of(packages, applied)
+            self._refuse_unapproved(pending)
+            total = len(pending)
+            entries: list[LedgerEntry] = []
+            recorded = 0
+            outcomes: list[PackageOutcome] = []
+            grouped = _by_package(pending)
+            done = 0
+            with (
+                script_environment(connection=conn) as env,
+                _WriteBehind.over(conn, env.context, self._migration_failure) as behind,
+            ):
+                own_transaction(env.context, conn)
+
+                def before_split() -> None:
+                    nonlocal recorded
+                    if behind is not None:
+                        behind.drain()
+                        behind.suspended = True
+                    finished = entries[recorded:]
+                    if behind is not None:
+                        finished = [behind.with_server_time(e) for e in finished]
+                    ledger.record(conn, finished)
+                    self._set_heads(conn, packages, finished)
+                    recorded = len(entries)
+                    self._note_split()
+
+                def after_split() -> None:
+                    if behind is not None:
+                        behind.suspended = False
+                    self.provider.lock_in_transaction(conn, self.database, self.lock_timeout)
+
+                on_autocommit(env.context, before_split, after_split)
+                for pkg in packages:
+                    mine = grouped.get(pkg.name, [])
+                    if not mine:
+                        continue
+                    for m in mine:
+                        self._current = m
+                        entries.append(self._run_one(m, behind, env))
+                        done += 1
+                        if self.progress:
+                            self.progress(pkg.name, done, total)
+                    outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
+                if behind is not None:
+                    behind.drain()
+                    entries = [behind.with_server_time(e) for e in entries]
+            ledger.record(conn, entries[recorded:])
+            self._set_heads(conn, packages, entries[recorded:])
+            self._sync_versions(conn, packages, applied)
+        return outcomes
+
+    def _sync_versions(
+        self, conn: Connection, packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]
+    ) -> None:
+        """Write the version table of packages applied before it existed (their heads sat in
+        the shared legacy `alembic_version`)."""
+        existing = set(sa.inspect(conn).get_table_names())
+        for pkg in packages:
+            if pkg.version_table in existing:
+                continue
+            done = [m.revision for m in pkg.migrations if m.key in applied]
+            if done:
+                ledger.set_version(conn, pkg.version_table, done[-1], [m.revision for m in pkg.migrations])
+
+    def _set_heads(
+        self, conn: Connection, packages: Sequence[Package], entries: Sequence[LedgerEntry]
+    ) -> None:
+        """Point the version rows of the packages in `entries` at their last applied revision."""
+        touched = {e.package for e in entries}
+        if not touched:
+            return
+        applied = {(e.package, e.revision) for e in entries}
+        for pkg in packages:
+            if pkg.name not in touched:
+                continue
+            last = [m.revision for m in pkg.migrations if m.key in applied][-1]
+            ledger.set_version(conn, pkg.version_table, last, [m.revision for m in pkg.migrations])
+
+    def _note_split(self) -> None:
+        m = self._current
+        if m is None:
+            return
+        self.splits.append(
+            f"{m.package}:{m.revision} ({m.path.name}) runs an autocommit_block(): everything before "
+            "it was committed (and recorded), the block ran outside a transaction, and the rest "
+            "continued in a new transaction"
+        )
+
+    def _apply_each(self, conn: Connection, packages: Sequence[Package]) -> list[PackageOutcome]:
+        """Where DDL commits by itself: record each migration as soon as it is applied, so a
+        failure leaves a ledger that says exactly where to resume."""
+        with conn.begin():
+            ledger.ensure(conn)
+            ledger.ensure_in_progress(conn)
+            applied = ledger.read(conn)
+            unfinished = ledger.read_in_progress(conn)
+        check_history(packages, applied)
+        if unfinished:
+            raise self._dirty_error(packages, unfinished)
+        pending = pending_of(packages, applied)
+        self._refuse_unapproved(pending)
+        total = len(pending)
+        outcomes: list[PackageOutcome] = []
+        done = 0
+        for pkg in packages:
+            mine = [m for m in pending if m.package == pkg.name]
+            for m in mine:
+                # Committed before the migration's first statement: a crash from here until the
+                # ledger row is written leaves the mark, and the next run stops on it.
+                with conn.begin():
+                    ledger.mark_in_progress(conn, m.package, m.revision, m.checksum, self.run_id)
+                with _transaction(conn):
+                    with script_environment(connection=conn) as env, _statements_of(conn) as executed:
+                        own_transaction(env.context, conn)
+                        self._current = m
+                        on_autocommit(env.context, self._note_split, lambda: None)
+                        try:
+                            entry = self._run_one(m, None, env)
+                        except MigrationError as exc:
+                            _name_committed_statements(exc, m, executed)
+                            # The error names what was committed: the mark has served its purpose.
+                            conn.rollback()
+                            with conn.begin():
+                                ledger.clear_in_progress(conn, m.package, m.revision)
+                            raise
+                    # The version table first: its CREATE (once) commits implicitly on MySQL.
+                    previous = [r.revision for r in pkg.migrations]
+                    ledger.set_version(conn, pkg.version_table, m.revision, previous)
+                    ledger.record(conn, [entry])
+                    ledger.clear_in_progress(conn, m.package, m.revision)
+                done += 1
+                if self.progress:
+                    self.progress(pkg.name, done, total)
+            if mine:
+                outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
+        with conn.begin():
+            self._sync_versions(conn, packages, ledger.read(conn))
+        return outcomes
+
+    def _run_one(
+        self, m: Migration, behind: _WriteBehind | None = None, env: ScriptEnvironment | None = None
+    ) -> LedgerEntry:
+        if behind is not None:
+            behind.start(m)
+        if env is not None:
+            env.enter(m)
+        module = _load_script(m)
+        t0 = time.perf_counter()
+        try:
+            module.upgrade()
+        except DbinitError:
+            raise
+        except (Exception, SystemExit) as exc:  # a script's sys.exit() is the script's failure
+            raise self._migration_failure(m, exc) from None
+        finally:
+            if behind is not None:
+                behind.finish(m)
+        return LedgerEntry(
+            package=m.package,
+            revision=m.revision,
+            checksum=m.checksum,
+            filename=m.path.name,
+            run_id=self.run_id,
+            duration_ms=int((time.perf_counter() - t0) * 1000),
+        )
+
+    def resolve(self, packages: Sequence[Package], package: str, revision: str, *, applied: bool) -> str:
+        """Clear the in-progress mark of a migration whose process died: as undone (it runs again
+        next time) or as applied (recorded in the ledger, not run again). Returns what was done."""
+        by_key = {m.key: m for pkg in packages for m in pkg.migrations}
+        with self.server.connect(self.database) as conn, conn.begin():
+            marks = {(r.package, r.revision): r for r in ledger.read_in_progress(conn)}
+            mark = marks.get((package, revision))
+            if mark is None:
+                known = ", ".join(f"{p}:{r}" for p, r in marks) or "none"
+                raise MigrationError(
+                    f"{package}:{revision} is not marked as started-and-unfinished in {self.database!r} "
+                    f"(marked: {known}); nothing was changed",
+                    code="not_dirty",
+                    suggestions=["Run dbinit init ENV: it names the unfinished migration, if any."],
+                )
+            if applied:
+                m = by_key.get((package, revision))
+                if m is None or m.checksum != mark.checksum:
+                    raise ChecksumMismatch(
+                        f"{package}:{revision} cannot be recorded as applied: its file "
+                        + ("is gone" if m is None else f"({m.path}) changed since the run that started it")
+                        + "; nothing was changed",
+                        suggestions=["Restore the file as it was, or resolve with --undone and rerun."],
+                    )
+                ledger.record(
+                    conn,
+                    [
+                        LedgerEntry(
+                            package, revision, m.checksum, m.path.name, run_id=f"resolve:{self.run_id}"
+                        )
+                    ],
+                )
+                owner = next(p for p in packages if p.name == package)
+                ledger.set_version(
+                    conn, owner.version_table, revision, [r.revision for r in owner.migrations]
+                )
+            ledger.clear_in_progress(conn, package, revision)
+        return "applied" if applied else "undone"
+
+    def _dirty_error(
+        self, packages: Sequence[Package], unfinished: Sequence[ledger.InProgress]
+    ) -> MigrationError:
+        """A migration started and never finished (the process died): name it and what it runs."""
+        first = unfinished[0]
+        by_key = {m.key: m for pkg in packages for m in pkg.migrations}
+        m = by_key.get((first.package, first.revision))
+        where = f"{m.path}" if m else f"revision {first.revision} (no longer on disk)"
+        statements: list[str] = []
+        if m is not None and m.checksum == first.checksum:
+            with suppress(Exception):  # the statements are help for the reader, not a requirement
+                statements = _offline_statements(self.provider.name, m)
+        resolve = f"dbinit resolve ENV {first.package} {first.revision}"
+        return MigrationError(
+            f"Package {first.package!r}, revision {first.revision} ({where}) was started by run "
+            f"{first.run_id} at {first.started_at} and never finished: its process ended before it "
+            f"could record the outcome, and {self.provider.name} committed each of its DDL statements "
+            "as it ran, so some of them may be in the database",
+            code="migration_dirty",
+            suggestions=[
+                "Inspect the database for the effects of the statements listed in details.statements "
+                "(the migration's SQL, in order).",
+                f"If none of them took effect, or after undoing those that did: {resolve} --undone "
+                "(the next run applies the migration again).",
+                f"If all of them took effect: {resolve} --applied (recorded as applied, not run again).",
+            ],
+            details={
+                "package": first.package,
+                "revision": first.revision,
+                "file": str(m.path) if m else None,
+                "started_by_run": first.run_id,
+                "statements": statements,
+            },
+        )
+
+    def _migration_failure(self, m: Migration, exc: BaseException) -> DbinitError:
+        classified = classify(exc, during=f"applying {m.path.name}")
+        statement = (
+            redact(" ".join(str(exc.statement).split()))[:500] if isinstance(exc, DBAPIError) else None
+        )
+        line = script_line(exc, m.path)
+        at = f", line {line}" if line else ""
+        if classified.code == "internal_error":
+            # Not dbinit's fault: the script raised it.
+            cause = f"{type(exc).__name__}: {describe(exc)}"
+        else:
+            cause = classified.message
+        message = f"Package {m.package!r}, revision {m.revision} ({m.path}{at}) failed: {cause}"
+        if statement:
+            message += f" | failing statement: {statement}"
+        suggestions = [
+            f"Fix {m.path} and rerun; "
+            + (
+                "the whole transaction was rolled back, so nothing of this stage was applied."
+                if self.provider.transactional_ddl
+                else "the migrations before it stay applied and the rerun resumes at this one."
+            ),
+            *(s for s in classified.suggestions if "bug in dbinit_pipeline" not in s),
+        ]
+        return MigrationError(
+            message,
+            code=classified.code if classified.code in _KEPT_CODES else "migration_failed",
+            transient=classified.transient,
+            suggestions=suggestions,
+            details={
+                "package": m.package,
+                "revision": m.revision,
+                "file": str(m.path),
+                "line": line,
+                "exception": type(exc).__name__,
+                "statement": statement,
+            },
+        )

@@ -1,0 +1,89 @@
+"""The graph of the eight stages, and one job per configured environment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    ConfigurableResource,
+    InitResourceContext,
+    JobDefinition,
+    ResourceDefinition,
+    graph,
+    in_process_executor,
+    resource,
+)
+
+from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.infrastructure.provisioner import Provisioner
+from dbinit_pipeline.operation_log import OperationLog
+from dbinit_pipeline.orchestration.resources import ProjectResource
+from dbinit_pipeline.orchestration.stages.approve import approve
+from dbinit_pipeline.orchestration.stages.log import log
+from dbinit_pipeline.orchestration.stages.package_schemas import package_schemas
+from dbinit_pipeline.orchestration.stages.provision import provision
+from dbinit_pipeline.pipeline.core_schema import core_schema
+from dbinit_pipeline.pipeline.create import create
+from dbinit_pipeline.pipeline.validate import validate
+from dbinit_pipeline.pipeline.verify import verify
+from dbinit_pipeline.safety.approval import ApprovalGate
+from dbinit_pipeline.safety.run_lock import RunLock
+
+ENV_TAG = "dbinit/env"
+
+
+@graph
+def initialize() -> None:
+    """validate -> approve -> provision -> create -> core_schema -> package_schemas -> verify -> log"""
+    log(verify(package_schemas(core_schema(create(provision(approve(validate())))))))
+
+
+def fixed(bound: ConfigurableResource) -> ResourceDefinition:  # type: ignore[type-arg]
+    """`bound` as a resource whose configuration is set when the job is built.
+
+    Its config schema is empty, so run config (the Launchpad's included) that names it is refused
+    by Dagster before the run starts: what a run may touch comes from dbinit.yaml and the
+    environment only. Setup and teardown still run as for any ConfigurableResource.
+    """
+
+    @resource(config_schema={}, description=f"{type(bound).__name__}, fixed by dbinit.yaml")
+    def _fixed(context: InitResourceContext) -> Iterator[Any]:
+        with bound.yield_for_execution(context) as value:
+            yield value
+
+    return _fixed
+
+
+def job_name(environment: str) -> str:
+    return f"initialize_{environment}"
+
+
+def build_job(config: LoadedConfig, environment: str) -> JobDefinition:
+    """`initialize_<env>`, bound to that environment's resources, run in one process."""
+    path = str(config.path)
+    hosting = config.hosting(environment)
+    return initialize.to_job(
+        name=job_name(environment),
+        description=(
+            f"Initialize the {environment} database ({config.model.database.provider}, {hosting}) "
+            f"of project {config.model.project}: the eight stages in order."
+        ),
+        tags={ENV_TAG: environment},
+        executor_def=in_process_executor,
+        resource_defs={
+            "project": fixed(ProjectResource(config_path=path, environment=environment)),
+            "approval_gate": fixed(ApprovalGate(config_path=path)),
+            "provisioner": fixed(Provisioner(config_path=path)),
+            "operation_log": fixed(
+                OperationLog(
+                    path=str(config.resolve(config.model.integration.operation_log)), config_path=path
+                )
+            ),
+            "run_lock": fixed(RunLock(config_path=path)),
+        },
+    )
+
+
+def build_jobs(config: LoadedConfig) -> list[JobDefinition]:
+    return [build_job(config, env) for env in config.model.environments]

@@ -1,0 +1,107 @@
+"""Stage 4, create: the target database exists, according to the `if_exists` policy."""
+
+from collections.abc import Callable
+
+from dagster import OpExecutionContext, op
+from sqlalchemy import Connection
+from sqlalchemy.exc import ProgrammingError
+
+from dbinit_pipeline.database.server import DatabaseServer
+from dbinit_pipeline.errors import DatabaseExists, InputError
+from dbinit_pipeline.operation_log import OperationLog
+from dbinit_pipeline.orchestration.resources import ProjectResource
+from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
+from dbinit_pipeline.pipeline.guard import guard_mutation
+from dbinit_pipeline.pipeline.results import DatabaseReady, InitPlan, Provisioned
+from dbinit_pipeline.pipeline.template_use import FromTemplate
+from dbinit_pipeline.safety.protection import write_mark
+from dbinit_pipeline.safety.run_lock import RunLock
+
+
+def ensure_database(
+    server: DatabaseServer, plan: InitPlan, *, make: Callable[[Connection, str], None] | None = None
+) -> tuple[str, bool]:
+    """Create, reuse, refuse or recreate the database; returns (action, existed_before).
+
+    `make` creates the database where it is built from empty (default: an empty CREATE DATABASE)."""
+    provider = server.provider
+    name = provider.validate_database_name(plan.database_name)
+    if make is None:
+
+        def make(conn: Connection, name: str) -> None:
+            provider.create_database(conn, name, collation=plan.collation)
+
+    with server.connect(autocommit=True) as conn:
+        exists = provider.database_exists(conn, name)
+        if plan.dry_run:
+            if not exists:
+                return "would_create", False
+            return ("would_recreate" if plan.if_exists == "recreate" else "existing"), True
+        if exists:
+            if plan.if_exists == "reuse":
+                return "existing", True
+            if plan.if_exists == "error":
+                raise DatabaseExists(
+                    f"Database {name!r} already exists on {server.ref.url_display} and if_exists is 'error'",
+                    suggestions=[
+                        "Use the existing database: --if-exists reuse (the default).",
+                        "Or choose another name: --database-name NAME.",
+                        "Or drop it first (never done automatically for a protected environment).",
+                    ],
+                )
+            if plan.protected:
+                raise InputError(
+                    f"if_exists 'recreate' is refused for the protected environment {plan.environment!r}",
+                    code="recreate_refused",
+                )
+            provider.drop_database(conn, name)
+            make(conn, name)
+            return "recreated", True
+        try:
+            make(conn, name)
+        except ProgrammingError as exc:
+            # Another run created it between our check and our CREATE.
+            if getattr(exc.orig, "sqlstate", None) == "42P04" and plan.if_exists == "reuse":
+                return "existing", True
+            raise
+        return "created", False
+
+
+def database_ready(provisioned: Provisioned) -> DatabaseReady:
+    plan = provisioned.plan
+    if provisioned.infrastructure == "would_provision":
+        return DatabaseReady(provisioned, "would_create", existed_before=False)
+    server = DatabaseServer(provisioned.server)
+    from_template = FromTemplate.for_plan(server, plan)
+    action, existed = ensure_database(server, plan, make=from_template.make if from_template else None)
+    template = from_template.finish(action) if from_template else None
+    if plan.protected and not plan.dry_run:
+        write_mark(server, plan.database_name, plan.environment, plan.run_id or "manual")
+    return DatabaseReady(provisioned, action, existed_before=existed, template=template)
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def create(
+    context: OpExecutionContext,
+    provisioned: Provisioned,
+    project: ProjectResource,
+    operation_log: OperationLog,
+    run_lock: RunLock,
+) -> DatabaseReady:
+    """Take the run lock, then make sure the target database exists (a dry run only says what would happen)."""
+    plan = provisioned.plan
+
+    def locked_and_ready() -> DatabaseReady:
+        # The lock is held until verify: one initialization per server and database at a time.
+        guard_mutation(
+            project.load(),
+            provisioned,
+            run_id=context.run_id,
+            run_lock=run_lock,
+            recreating=plan.if_exists == "recreate",
+        )
+        return database_ready(provisioned)
+
+    ready = run_stage(context, "create", operation_log, locked_and_ready, plan=plan)
+    context.log.info(f"create: database {plan.database_name} {ready.action}")
+    return ready

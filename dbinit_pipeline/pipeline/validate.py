@@ -1,0 +1,122 @@
+"""Stage 1, validate: parameters, configuration, environment, connection variable, name, packages."""
+
+import os
+import re
+
+from dagster import Config, OpExecutionContext, op
+
+from dbinit_pipeline.configuration import CLOUD_HOSTINGS, LoadedConfig
+from dbinit_pipeline.database.providers import provider_for
+from dbinit_pipeline.errors import ConfigurationError, InputError
+from dbinit_pipeline.migrations.loading import registry_for
+from dbinit_pipeline.operation_log import OperationLog
+from dbinit_pipeline.orchestration.resources import ProjectResource
+from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
+from dbinit_pipeline.pipeline.results import InitPlan
+from dbinit_pipeline.safety.pinned import pin_registry
+
+IF_EXISTS = ("reuse", "error", "recreate")
+
+
+class InitParams(Config):
+    """Run parameters: anything left unset comes from dbinit.yaml."""
+
+    database_name: str | None = None
+    if_exists: str | None = None
+    dry_run: bool = False
+    sql: bool = False  # with dry_run: render each pending script's SQL (runs it in Alembic's offline mode)
+
+
+def default_database_name(project: str, environment: str) -> str:
+    """`<project>_<env>`, folded to the characters a database name may use."""
+    base = re.sub(r"[^a-z0-9_]+", "_", f"{project}_{environment}".lower()).strip("_")
+    return base if base[:1].isalpha() or base[:1] == "_" else f"db_{base}"
+
+
+def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, run_id: str = "") -> InitPlan:
+    """Everything the run will do, decided and checked before anything is touched."""
+    if params.if_exists is not None and params.if_exists not in IF_EXISTS:
+        raise InputError(
+            f"if_exists {params.if_exists!r} is not one of {', '.join(IF_EXISTS)}",
+            suggestions=[
+                "reuse (default) keeps an existing database, error refuses it, recreate drops it first."
+            ],
+        )
+    env = config.environment(environment)
+    model = config.model
+    provider = provider_for(model.database.provider)
+    hosting = config.hosting(environment)
+    protected = config.is_protected(environment)
+    if hosting not in ("embedded", *CLOUD_HOSTINGS):
+        var = env.connection_string_env
+        if not var:
+            raise ConfigurationError(
+                f"environments.{environment}.connection_string_env is required for hosting "
+                f"{hosting!r} ({config.path})",
+                suggestions=[
+                    f"Add connection_string_env: {environment.upper()}_DATABASE_URL to environments.{environment}."
+                ],
+            )
+        if not os.environ.get(var):
+            raise ConfigurationError(
+                f"Environment variable {var} is not set (environment {environment!r} reads its server from it)",
+                code="missing_connection_variable",
+                suggestions=[
+                    f"export {var}={provider.example_url}",
+                    "The URL names the server and the credentials; its database part is only the "
+                    "maintenance database.",
+                ],
+            )
+    if params.database_name is not None:
+        name = params.database_name
+    else:
+        name = env.database_name or default_database_name(model.project, environment)
+    provider.validate_database_name(name)
+    if_exists = params.if_exists or env.if_exists
+    if if_exists == "recreate" and protected:
+        raise InputError(
+            f"if_exists 'recreate' is refused for the protected environment {environment!r}",
+            code="recreate_refused",
+            suggestions=["Use reuse (the default) or error; drop a protected database by hand if you must."],
+        )
+    registry = registry_for(config, run_id)
+    return InitPlan(
+        environment=environment,
+        project=model.project,
+        database_name=name,
+        provider=provider.name,
+        hosting=hosting,
+        if_exists=if_exists,
+        dry_run=params.dry_run,
+        protected=protected,
+        needs_approval=config.needs_approval(environment),
+        config_path=str(config.path),
+        connection_env=env.connection_string_env,
+        package_order=tuple(p.name for p in registry.ordered()),
+        run_id=run_id,
+        collation=model.database.collation,
+        pinned=pin_registry(registry),
+        sql=params.sql,
+    )
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def validate(
+    context: OpExecutionContext,
+    config: InitParams,
+    project: ProjectResource,
+    operation_log: OperationLog,
+) -> InitPlan:
+    """Check parameters and configuration; decide the database name and the package order."""
+    plan = run_stage(
+        context,
+        "validate",
+        operation_log,
+        lambda: build_plan(project.load(), project.environment, config, run_id=context.run_id),
+        environment=project.environment,
+    )
+    context.log.info(
+        f"validate: environment {plan.environment}, database {plan.database_name}, hosting "
+        f"{plan.hosting}, packages in order: {', '.join(plan.package_order)}"
+    )
+    return plan
