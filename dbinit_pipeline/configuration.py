@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -361,3 +362,17 @@ def load_config(path: Path | None = None) -> LoadedConfig:
             suggestions=[f"Fix the key(s) named above in {path}."],
         ) from None
     return LoadedConfig(model, path)
+
+
+@lru_cache(maxsize=16)
+def _load_version(path: str, mtime_ns: int) -> LoadedConfig:
+    return load_config(Path(path))
+
+
+def load_cached(path: str) -> LoadedConfig:
+    """The configuration at `path`, read once per process and file version."""
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except OSError:
+        mtime = -1
+    return _load_version(path, mtime)

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource
-
+from dbinit_pipeline.configuration import load_cached
 from dbinit_pipeline.errors import DbinitError
 from dbinit_pipeline.redaction import redact, redact_data
+from dbinit_pipeline.safety.state_store import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -43,31 +43,22 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class OperationLog(ConfigurableResource):  # type: ignore[type-arg]
-    """Appends operation records to a JSON-lines file and to the state store of `config_path`."""
-
-    path: str
-    config_path: str = ""
-
-    def append(self, record: dict[str, Any]) -> list[str]:
-        """Write `record` to the file and the state store; returns what could not be written."""
-        clean: dict[str, Any] = redact_data(record)
-        problems: list[str] = []
+def append_operation(path: Path, record: dict[str, Any], *, config_path: str = "") -> list[str]:
+    """Write `record` to the file and (with `config_path`) the state store; returns what could not
+    be written, each also logged as a warning."""
+    clean: dict[str, Any] = redact_data(record)
+    problems: list[str] = []
+    try:
+        append_record(path, clean)
+    except OSError as exc:
+        problems.append(
+            f"operation log {path} not written ({exc.strerror or exc}): fix integration.operation_log in dbinit.yaml"
+        )
+    if config_path:
         try:
-            append_record(Path(self.path), clean)
-        except OSError as exc:
-            problems.append(
-                f"operation log {self.path} not written ({exc.strerror or exc}): "
-                "fix integration.operation_log in dbinit.yaml"
-            )
-        if self.config_path:
-            from dbinit_pipeline.orchestration.resources import load_cached
-            from dbinit_pipeline.safety.state_store import StateStore
-
-            try:
-                StateStore.for_config(load_cached(self.config_path)).append_operation(clean)
-            except DbinitError as exc:
-                problems.append(f"operation log copy not written: {exc.message}")
-        for problem in problems:
-            logger.warning("%s", redact(problem))
-        return problems
+            StateStore.for_config(load_cached(config_path)).append_operation(clean)
+        except DbinitError as exc:
+            problems.append(f"operation log copy not written: {exc.message}")
+    for problem in problems:
+        logger.warning("%s", redact(problem))
+    return problems

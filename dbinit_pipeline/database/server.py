@@ -13,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL, make_url
@@ -22,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from dbinit_pipeline.database.providers import Provider, provider_for
 from dbinit_pipeline.database.providers.plain_ddl import plain_ddl
+from dbinit_pipeline.database.secrets import read_secret
 from dbinit_pipeline.errors import ConfigurationError
 from dbinit_pipeline.redaction import register_secret
 
@@ -136,24 +136,14 @@ class ServerRef:
         kind, _, where = self.secret_source.partition(":")
         if kind == "env":
             url = url_from_variable(where, self.provider)
-        elif kind == "aws-secret":
-            # Imported here: the AWS module builds ServerRefs itself.
-            from dbinit_pipeline.infrastructure.aws import resolve_secret_source
-
-            username, secret = resolve_secret_source(where)  # registers the password for redaction
-            url = make_url(self.url_display).set(username=username, password=secret)
-        elif kind in ("gcp-secret", "azure-secret"):
-            from dbinit_pipeline.infrastructure.cloud import resolve_cloud_secret
-
-            username, secret = resolve_cloud_secret(kind, where)  # registers the password for redaction
-            url = make_url(self.url_display).set(username=username, password=secret)
-        elif kind == "file":
-            url = make_url(self.url_display)
-            secret = Path(where).read_text().strip()
-            register_secret(secret)
-            url = url.set(password=secret)
         else:
             url = make_url(self.url_display)
+            found = read_secret(self.secret_source)
+            if found is not None:
+                username, secret = found
+                url = (
+                    url.set(password=secret) if not username else url.set(username=username, password=secret)
+                )
         return url.set(database=database or self.maintenance_database)
 
 

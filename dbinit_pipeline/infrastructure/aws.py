@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,9 +33,6 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
-from dagster import BetaWarning
-from dagster_aws.rds import RDSResource
-from dagster_aws.secretsmanager import SecretsManagerResource
 from sqlalchemy.engine import URL
 
 from dbinit_pipeline.configuration import AwsSettings, LoadedConfig
@@ -414,46 +410,37 @@ def aws_target(config: LoadedConfig, environment: str) -> AwsTarget:
 # --- clients ------------------------------------------------------------------------------------
 
 
-def _retries(attempts: int) -> int:
-    # dagster-aws hands its max_attempts to botocore's retries.max_attempts, which counts the
-    # retries after the first call: `attempts` (all calls) is one more.
-    return max(attempts - 1, 0)
+def _client(service: str, region: str, endpoint_url: str | None, max_attempts: int) -> Any:
+    """A boto3 client with standard retries (`max_attempts` counts every call, the first included);
+    credentials come from the default chain."""
+    import boto3
+
+    return boto3.session.Session().client(
+        service,  # type: ignore[call-overload]
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}),
+    )
 
 
 def rds_client(settings: AwsSettings) -> RDSClient:
-    """An RDS client through dagster-aws's RDSResource (credentials from the default chain)."""
-    resource = RDSResource(
-        region_name=settings.region,
-        endpoint_url=settings.endpoint_url,
-        max_attempts=_retries(settings.max_attempts),
-    )
-    with resource.get_rds_client() as client:
-        return cast("RDSClient", client)
+    """An RDS client (credentials from the default chain)."""
+    return cast("RDSClient", _client("rds", settings.region, settings.endpoint_url, settings.max_attempts))
 
 
 # Every connection reads the secret again (rotation may change it); the client, whose creation
 # loads the service model, is made once per process. boto3 clients are thread-safe.
 @lru_cache(maxsize=8)
 def secrets_client(region: str, endpoint_url: str | None, max_attempts: int = 5) -> SecretsManagerClient:
-    """A Secrets Manager client through dagster-aws's SecretsManagerResource."""
-    with warnings.catch_warnings():
-        # The resource is marked beta; its client is plain boto3 and stable.
-        warnings.simplefilter("ignore", BetaWarning)
-        resource = SecretsManagerResource(
-            region_name=region, endpoint_url=endpoint_url, max_attempts=_retries(max_attempts)
-        )
-    return cast("SecretsManagerClient", resource.get_client())
+    """A Secrets Manager client."""
+    return cast("SecretsManagerClient", _client("secretsmanager", region, endpoint_url, max_attempts))
 
 
 def cloudwatch_client(settings: AwsSettings) -> CloudWatchClient:
-    """A CloudWatch client (dagster-aws has no resource for metrics: boto3 directly)."""
-    import boto3
-
-    return boto3.session.Session().client(
-        "cloudwatch",
-        region_name=settings.region,
-        endpoint_url=settings.endpoint_url,
-        config=Config(retries={"total_max_attempts": settings.max_attempts, "mode": "standard"}),
+    """A CloudWatch client."""
+    return cast(
+        "CloudWatchClient",
+        _client("cloudwatch", settings.region, settings.endpoint_url, settings.max_attempts),
     )
 
 

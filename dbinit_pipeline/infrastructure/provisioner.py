@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import ConfigurableResource
 from sqlalchemy import text
 
 from dbinit_pipeline.configuration import LoadedConfig
@@ -20,7 +19,7 @@ from dbinit_pipeline.database.server import (
     url_from_variable,
 )
 from dbinit_pipeline.errors import ConfigurationError, UnsupportedError
-from dbinit_pipeline.orchestration.resources import load_cached
+from dbinit_pipeline.infrastructure import cloud
 from dbinit_pipeline.pipeline.results import InitPlan
 
 
@@ -69,65 +68,77 @@ def check_answers(server: ServerRef) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
-    """Find or start the server for `plan` according to its hosting."""
-    if plan.hosting == "embedded":
-        if plan.provider != "postgresql":
-            raise UnsupportedError(
-                "hosting 'embedded' runs PostgreSQL only",
-                suggestions=["Use hosting: local with a MySQL server, or provider: postgresql."],
-            )
-        embedded = embedded_server_for(config, plan.environment)
-        if plan.dry_run and not embedded.initialized:
-            ref = ServerRef("postgresql", "postgresql://postgres@127.0.0.1/postgres", "none", "postgres")
-            return ServerFound(ref, "would_provision", {"data_dir": str(embedded.pgdata)})
-        status = embedded.ensure_running()
-        url = f"postgresql://{status.user}@{status.host}:{status.port}/postgres"
-        ref = ServerRef("postgresql", url, f"file:{status.password_file}", "postgres")
-        check_answers(ref)
-        return ServerFound(
-            ref,
-            "embedded",
-            {
-                "data_dir": str(embedded.pgdata),
-                "started": status.started,
-                "initialized": status.initialized,
-            },
+def provision_embedded(config: LoadedConfig, plan: InitPlan) -> ServerFound:
+    """Start (initializing on first use) the environment's embedded PostgreSQL server."""
+    if plan.provider != "postgresql":
+        raise UnsupportedError(
+            "hosting 'embedded' runs PostgreSQL only",
+            suggestions=["Use hosting: local with a MySQL server, or provider: postgresql."],
         )
-    if plan.hosting == "local":
-        ref = server_from_env(config, plan)
-        latency = check_answers(ref)
-        return ServerFound(ref, "existing", {"latency_ms": round(latency, 1)})
-    if plan.hosting in ("aws-rds", "aws-aurora"):
-        # Imported here: boto3 and dagster-aws cost a second at import, and only AWS hostings need them.
-        from dbinit_pipeline.infrastructure.aws import endpoint_error, ensure_aws_infrastructure
-
-        infra = ensure_aws_infrastructure(config, plan.environment, dry_run=plan.dry_run)
-        return _reach_cloud(config, plan, infra, "endpoint and master secret", endpoint_error)
-    if plan.hosting in ("gcp-sql", "azure-sql"):
-        # Imported here: the Google and Azure client libraries are optional extras.
-        from dbinit_pipeline.infrastructure import cloud
-
-        found = cloud.ensure_cloud_infrastructure(
-            config, plan.environment, plan.hosting, dry_run=plan.dry_run
-        )
-        return _reach_cloud(config, plan, found, "address and kept password", cloud.endpoint_error)
-    raise UnsupportedError(
-        f"hosting {plan.hosting!r} is not supported yet",
-        suggestions=[
-            "Use hosting: embedded (a PostgreSQL server managed in .dbinit/) or hosting: local "
-            "(a server you run, named by the connection variable).",
-        ],
+    embedded = embedded_server_for(config, plan.environment)
+    if plan.dry_run and not embedded.initialized:
+        ref = ServerRef("postgresql", "postgresql://postgres@127.0.0.1/postgres", "none", "postgres")
+        return ServerFound(ref, "would_provision", {"data_dir": str(embedded.pgdata)})
+    status = embedded.ensure_running()
+    url = f"postgresql://{status.user}@{status.host}:{status.port}/postgres"
+    ref = ServerRef("postgresql", url, f"file:{status.password_file}", "postgres")
+    check_answers(ref)
+    return ServerFound(
+        ref,
+        "embedded",
+        {
+            "data_dir": str(embedded.pgdata),
+            "started": status.started,
+            "initialized": status.initialized,
+        },
     )
 
 
-class Provisioner(ConfigurableResource):  # type: ignore[type-arg]
-    """Finds, starts or creates the server of one environment."""
+def provision_local(config: LoadedConfig, plan: InitPlan) -> ServerFound:
+    """Check that the server named by the connection variable answers."""
+    ref = server_from_env(config, plan)
+    latency = check_answers(ref)
+    return ServerFound(ref, "existing", {"latency_ms": round(latency, 1)})
 
-    config_path: str
 
-    def provision(self, plan: InitPlan) -> ServerFound:
-        return provision(load_cached(self.config_path), plan)
+def provision_aws(config: LoadedConfig, plan: InitPlan) -> ServerFound:
+    """Find or create the RDS instance or Aurora cluster, then reach it."""
+    # boto3 costs a noticeable part of a second at import; only the AWS hostings need it.
+    from dbinit_pipeline.infrastructure import aws
+
+    infra = aws.ensure_aws_infrastructure(config, plan.environment, dry_run=plan.dry_run)
+    return _reach_cloud(config, plan, infra, "endpoint and master secret", aws.endpoint_error)
+
+
+def provision_cloud(config: LoadedConfig, plan: InitPlan) -> ServerFound:
+    """Find or create the Cloud SQL instance or Azure flexible server, then reach it."""
+    found = cloud.ensure_cloud_infrastructure(config, plan.environment, plan.hosting, dry_run=plan.dry_run)
+    return _reach_cloud(config, plan, found, "address and kept password", cloud.endpoint_error)
+
+
+PROVISION: dict[str, Callable[[LoadedConfig, InitPlan], ServerFound]] = {
+    "embedded": provision_embedded,
+    "local": provision_local,
+    "aws-rds": provision_aws,
+    "aws-aurora": provision_aws,
+    "gcp-sql": provision_cloud,
+    "azure-sql": provision_cloud,
+}
+
+
+def provision(config: LoadedConfig, plan: InitPlan) -> ServerFound:
+    """Find or start the server for `plan` according to its hosting."""
+    try:
+        how = PROVISION[plan.hosting]
+    except KeyError:
+        raise UnsupportedError(
+            f"hosting {plan.hosting!r} is not supported yet",
+            suggestions=[
+                "Use hosting: embedded (a PostgreSQL server managed in .dbinit/) or hosting: local "
+                "(a server you run, named by the connection variable).",
+            ],
+        ) from None
+    return how(config, plan)
 
 
 def _reach_cloud(

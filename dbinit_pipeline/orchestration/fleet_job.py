@@ -36,9 +36,8 @@ from dagster import (
 
 from dbinit_pipeline.configuration import FleetSettings, LoadedConfig
 from dbinit_pipeline.errors import ConfigurationError, describe
-from dbinit_pipeline.operation_log import OperationLog
 from dbinit_pipeline.orchestration.jobs import ENV_TAG
-from dbinit_pipeline.orchestration.resources import ProjectResource
+from dbinit_pipeline.orchestration.resources import OperationLog, ProjectResource
 from dbinit_pipeline.pipeline.fleet import (
     as_batches,
     first_builds_template,

@@ -16,19 +16,21 @@ from dagster import (
 )
 
 from dbinit_pipeline.configuration import LoadedConfig
-from dbinit_pipeline.infrastructure.provisioner import Provisioner
-from dbinit_pipeline.operation_log import OperationLog
-from dbinit_pipeline.orchestration.resources import ProjectResource
+from dbinit_pipeline.orchestration.resources import (
+    ApprovalGate,
+    OperationLog,
+    ProjectResource,
+    RunLock,
+    provisioner_for,
+)
 from dbinit_pipeline.orchestration.stages.approve import approve
+from dbinit_pipeline.orchestration.stages.core_schema import core_schema
+from dbinit_pipeline.orchestration.stages.create import create
 from dbinit_pipeline.orchestration.stages.log import log
 from dbinit_pipeline.orchestration.stages.package_schemas import package_schemas
 from dbinit_pipeline.orchestration.stages.provision import provision
-from dbinit_pipeline.pipeline.core_schema import core_schema
-from dbinit_pipeline.pipeline.create import create
-from dbinit_pipeline.pipeline.validate import validate
-from dbinit_pipeline.pipeline.verify import verify
-from dbinit_pipeline.safety.approval import ApprovalGate
-from dbinit_pipeline.safety.run_lock import RunLock
+from dbinit_pipeline.orchestration.stages.validate import validate
+from dbinit_pipeline.orchestration.stages.verify import verify
 
 ENV_TAG = "dbinit/env"
 
@@ -74,7 +76,7 @@ def build_job(config: LoadedConfig, environment: str) -> JobDefinition:
         resource_defs={
             "project": fixed(ProjectResource(config_path=path, environment=environment)),
             "approval_gate": fixed(ApprovalGate(config_path=path)),
-            "provisioner": fixed(Provisioner(config_path=path)),
+            "provisioner": fixed(provisioner_for(config.hosting(environment), path)),
             "operation_log": fixed(
                 OperationLog(
                     path=str(config.resolve(config.model.integration.operation_log)), config_path=path

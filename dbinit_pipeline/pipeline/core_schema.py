@@ -1,19 +1,11 @@
-"""Stage 5, core_schema: the core package (auth and workspaces), in one transaction, under a lock."""
-
-from dagster import OpExecutionContext, op
+"""Stage 5, core_schema (and 6, package_schemas): apply packages on the run's database after the guard."""
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.database.server import DatabaseServer
-from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.migrations.package import Package
 from dbinit_pipeline.migrations.runner import ApplyReport, MigrationRunner, Progress
-from dbinit_pipeline.operation_log import OperationLog
-from dbinit_pipeline.orchestration.resources import ProjectResource
-from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
-from dbinit_pipeline.orchestration.stages.schema_progress import progress_logger
 from dbinit_pipeline.pipeline.guard import guard_mutation
-from dbinit_pipeline.pipeline.results import CoreApplied, DatabaseReady
-from dbinit_pipeline.safety.run_lock import RunLock
+from dbinit_pipeline.pipeline.results import DatabaseReady
 
 
 def apply_packages(
@@ -51,40 +43,8 @@ def guarded_apply(
     packages: list[Package],
     *,
     run_id: str,
-    run_lock: RunLock,
     progress: Progress | None = None,
 ) -> ApplyReport:
-    """`apply_packages` after the checks every mutating stage makes (see stages/guard.py)."""
-    guard_mutation(config, database.provisioned, run_id=run_id, run_lock=run_lock)
+    """`apply_packages` after the checks every mutating stage makes (see pipeline/guard.py)."""
+    guard_mutation(config, database.provisioned, run_id=run_id)
     return apply_packages(config, database, packages, run_id=run_id, progress=progress)
-
-
-@op(retry_policy=TRANSIENT_RETRY)
-def core_schema(
-    context: OpExecutionContext,
-    database: DatabaseReady,
-    project: ProjectResource,
-    operation_log: OperationLog,
-    run_lock: RunLock,
-) -> CoreApplied:
-    """Apply the core schema through Alembic."""
-    config = project.load()
-    report = run_stage(
-        context,
-        "core_schema",
-        operation_log,
-        lambda: guarded_apply(
-            config,
-            database,
-            registry_for(config, context.run_id).core_packages(),
-            run_id=context.run_id,
-            run_lock=run_lock,
-            progress=progress_logger(context, "core_schema"),
-        ),
-        plan=database.plan,
-        database=database,
-    )
-    verb = "would apply" if report.dry_run else "applied"
-    count = report.pending if report.dry_run else report.migrations_applied
-    context.log.info(f"core_schema: {verb} {count} migration(s)")
-    return CoreApplied(database, report)

@@ -2,20 +2,14 @@
 
 from collections.abc import Callable
 
-from dagster import OpExecutionContext, op
 from sqlalchemy import Connection
 from sqlalchemy.exc import ProgrammingError
 
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import DatabaseExists, InputError
-from dbinit_pipeline.operation_log import OperationLog
-from dbinit_pipeline.orchestration.resources import ProjectResource
-from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
-from dbinit_pipeline.pipeline.guard import guard_mutation
 from dbinit_pipeline.pipeline.results import DatabaseReady, InitPlan, Provisioned
 from dbinit_pipeline.pipeline.template_use import FromTemplate
 from dbinit_pipeline.safety.protection import write_mark
-from dbinit_pipeline.safety.run_lock import RunLock
 
 
 def ensure_database(
@@ -78,30 +72,3 @@ def database_ready(provisioned: Provisioned) -> DatabaseReady:
     if plan.protected and not plan.dry_run:
         write_mark(server, plan.database_name, plan.environment, plan.run_id or "manual")
     return DatabaseReady(provisioned, action, existed_before=existed, template=template)
-
-
-@op(retry_policy=TRANSIENT_RETRY)
-def create(
-    context: OpExecutionContext,
-    provisioned: Provisioned,
-    project: ProjectResource,
-    operation_log: OperationLog,
-    run_lock: RunLock,
-) -> DatabaseReady:
-    """Take the run lock, then make sure the target database exists (a dry run only says what would happen)."""
-    plan = provisioned.plan
-
-    def locked_and_ready() -> DatabaseReady:
-        # The lock is held until verify: one initialization per server and database at a time.
-        guard_mutation(
-            project.load(),
-            provisioned,
-            run_id=context.run_id,
-            run_lock=run_lock,
-            recreating=plan.if_exists == "recreate",
-        )
-        return database_ready(provisioned)
-
-    ready = run_stage(context, "create", operation_log, locked_and_ready, plan=plan)
-    context.log.info(f"create: database {plan.database_name} {ready.action}")
-    return ready

@@ -25,7 +25,7 @@ from dbinit_pipeline.database.server import DatabaseServer, ServerRef
 from dbinit_pipeline.errors import ConfigurationError, DbinitError, InputError, LockTimeout, classify
 from dbinit_pipeline.infrastructure.provisioner import provision
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline.orchestration.stages.failure import cleanup_after_failure
+from dbinit_pipeline.pipeline.cleanup import cleanup_after_failure
 from dbinit_pipeline.pipeline.core_schema import apply_packages
 from dbinit_pipeline.pipeline.create import database_ready
 from dbinit_pipeline.pipeline.guard import refuse_protected_target

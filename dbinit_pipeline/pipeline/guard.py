@@ -17,7 +17,7 @@ from dbinit_pipeline.pipeline.results import InitPlan, Provisioned
 from dbinit_pipeline.safety.approval import command_for
 from dbinit_pipeline.safety.pinned import changes, pin_registry
 from dbinit_pipeline.safety.protection import read_mark, refuse_if_protected
-from dbinit_pipeline.safety.run_lock import RunLock
+from dbinit_pipeline.safety.run_lock import take_run_lock
 
 
 def refuse_changed_sources(config: LoadedConfig, plan: InitPlan, *, run_id: str) -> None:
@@ -53,7 +53,6 @@ def guard_mutation(
     provisioned: Provisioned,
     *,
     run_id: str,
-    run_lock: RunLock,
     recreating: bool = False,
 ) -> None:
     """Before a stage writes: pinned files, the run lock, and the database's protection mark.
@@ -64,7 +63,7 @@ def guard_mutation(
     refuse_changed_sources(config, plan, run_id=run_id)
     if provisioned.infrastructure == "would_provision":
         return
-    run_lock.acquire(provisioned, run_id=run_id)  # no-op in a dry run; idempotent per run
+    take_run_lock(config, provisioned, run_id=run_id)  # none in a dry run; idempotent per run
     refuse_protected_target(provisioned, recreating=recreating)
 
 

@@ -7,10 +7,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.configuration import LoadedConfig, load_cached
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline.orchestration.resources import load_cached
 from dbinit_pipeline.pipeline.results import DatabaseReady, InitPlan
 from dbinit_pipeline.pipeline.templates import (
     TemplatePolicy,

@@ -2,23 +2,20 @@
 
 import os
 import re
-
-from dagster import Config, OpExecutionContext, op
+from dataclasses import dataclass
 
 from dbinit_pipeline.configuration import CLOUD_HOSTINGS, LoadedConfig
 from dbinit_pipeline.database.providers import provider_for
 from dbinit_pipeline.errors import ConfigurationError, InputError
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline.operation_log import OperationLog
-from dbinit_pipeline.orchestration.resources import ProjectResource
-from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.pipeline.results import InitPlan
 from dbinit_pipeline.safety.pinned import pin_registry
 
 IF_EXISTS = ("reuse", "error", "recreate")
 
 
-class InitParams(Config):
+@dataclass(frozen=True)
+class InitParams:
     """Run parameters: anything left unset comes from dbinit.yaml."""
 
     database_name: str | None = None
@@ -98,25 +95,3 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
         pinned=pin_registry(registry),
         sql=params.sql,
     )
-
-
-@op(retry_policy=TRANSIENT_RETRY)
-def validate(
-    context: OpExecutionContext,
-    config: InitParams,
-    project: ProjectResource,
-    operation_log: OperationLog,
-) -> InitPlan:
-    """Check parameters and configuration; decide the database name and the package order."""
-    plan = run_stage(
-        context,
-        "validate",
-        operation_log,
-        lambda: build_plan(project.load(), project.environment, config, run_id=context.run_id),
-        environment=project.environment,
-    )
-    context.log.info(
-        f"validate: environment {plan.environment}, database {plan.database_name}, hosting "
-        f"{plan.hosting}, packages in order: {', '.join(plan.package_order)}"
-    )
-    return plan

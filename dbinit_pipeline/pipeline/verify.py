@@ -2,19 +2,12 @@
 
 from typing import Any
 
-from dagster import OpExecutionContext, op
-
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import VerificationError
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline.operation_log import OperationLog
-from dbinit_pipeline.orchestration.resources import ProjectResource
-from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
-from dbinit_pipeline.pipeline.guard import guard_mutation
 from dbinit_pipeline.pipeline.results import PackagesApplied, Verified
 from dbinit_pipeline.pipeline.template_use import keep_after_verify
-from dbinit_pipeline.safety.run_lock import RunLock
 from dbinit_pipeline.verify.health import verify_database
 
 
@@ -66,32 +59,3 @@ def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
     # Still under the run lock: a database this run replayed from empty may become a template.
     kept = keep_after_verify(config, applied.database)
     return Verified(applied, outcome.schema, outcome.health, outcome.status, template_kept=kept)
-
-
-@op(retry_policy=TRANSIENT_RETRY)
-def verify(
-    context: OpExecutionContext,
-    applied: PackagesApplied,
-    project: ProjectResource,
-    operation_log: OperationLog,
-    run_lock: RunLock,
-) -> Verified:
-    """Compare the live schema with the expected one and run the health checks."""
-    config = project.load()
-
-    def guarded() -> Verified:
-        # verify records snapshots: like every stage that writes, it checks first (stages/guard.py)
-        guard_mutation(config, applied.database.provisioned, run_id=context.run_id, run_lock=run_lock)
-        return verify_applied(config, applied)
-
-    verified = run_stage(
-        context,
-        "verify",
-        operation_log,
-        guarded,
-        plan=applied.plan,
-        database=applied.database,
-    )
-    run_lock.release(run_id=context.run_id)  # taken by create; a failure above released it already
-    context.log.info(f"verify: {verified.status}")
-    return verified

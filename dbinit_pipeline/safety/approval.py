@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TextIO
 
-from dagster import ConfigurableResource
-
 from dbinit_pipeline.configuration import LoadedConfig, find_config_path
 from dbinit_pipeline.errors import ApprovalError, InputError
 from dbinit_pipeline.notification import Notification, notifier_from_config
-from dbinit_pipeline.orchestration.resources import load_cached
 from dbinit_pipeline.pipeline.plan_hash import PlanDigest, compute_plan, differences
 from dbinit_pipeline.pipeline.results import Approved, InitPlan
 from dbinit_pipeline.pipeline.validate import default_database_name
@@ -405,13 +402,3 @@ def require_approval(
         if errors:
             refusal.details["notification_errors"] = errors
     raise refusal
-
-
-class ApprovalGate(ConfigurableResource):  # type: ignore[type-arg]
-    """Decides whether a plan may proceed."""
-
-    config_path: str
-
-    def require(self, plan: InitPlan, *, run_id: str = "", scheduled: bool = False) -> Approved:
-        """Pass, use an approval of this exact plan, or refuse with the command that approves it."""
-        return require_approval(load_cached(self.config_path), plan, run_id=run_id, scheduled=scheduled)

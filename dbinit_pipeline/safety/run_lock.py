@@ -23,13 +23,11 @@ import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from dagster import ConfigurableResource, InitResourceContext
 from sqlalchemy import Connection
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.database.server import DatabaseServer, ServerRef
 from dbinit_pipeline.errors import DbinitError, LockTimeout, classify, describe
-from dbinit_pipeline.orchestration.resources import load_cached
 from dbinit_pipeline.pipeline.plan_hash import server_identity
 from dbinit_pipeline.pipeline.results import InitPlan, Provisioned
 from dbinit_pipeline.safety.state_store import LockHolder, StateStore, utcnow
@@ -167,6 +165,13 @@ def acquire_run_lock(config: LoadedConfig, server: ServerRef, plan: InitPlan, ru
     return holder
 
 
+def take_run_lock(config: LoadedConfig, provisioned: Provisioned, *, run_id: str) -> LockHolder | None:
+    """The run lock of a real run (a dry run changes nothing and takes none); idempotent per run."""
+    if provisioned.plan.dry_run or provisioned.infrastructure == "would_provision":
+        return None
+    return acquire_run_lock(config, provisioned.server, provisioned.plan, run_id)
+
+
 def release_run_lock(run_id: str) -> bool:
     """Release the run lock `run_id` holds in this process; False when it holds none. Never raises."""
     with _registry:
@@ -187,22 +192,3 @@ def release_run_lock(run_id: str) -> bool:
 def holds_run_lock(run_id: str) -> bool:
     with _registry:
         return run_id in _held
-
-
-class RunLock(ConfigurableResource):  # type: ignore[type-arg]
-    """The run lock as the stages see it; released at the end of the run whatever happened."""
-
-    config_path: str
-
-    def acquire(self, provisioned: Provisioned, *, run_id: str) -> LockHolder | None:
-        """Take the lock for a real run (a dry run changes nothing and takes none)."""
-        if provisioned.plan.dry_run or provisioned.infrastructure == "would_provision":
-            return None
-        return acquire_run_lock(load_cached(self.config_path), provisioned.server, provisioned.plan, run_id)
-
-    def release(self, *, run_id: str) -> bool:
-        return release_run_lock(run_id)
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if context.run_id:
-            release_run_lock(context.run_id)

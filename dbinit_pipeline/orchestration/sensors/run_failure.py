@@ -21,7 +21,7 @@ from dagster import (
     run_failure_sensor,
 )
 
-from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.configuration import LoadedConfig, load_cached
 from dbinit_pipeline.errors import APPROVAL_REFUSALS
 from dbinit_pipeline.notification import (
     FailedRun,
@@ -31,7 +31,6 @@ from dbinit_pipeline.notification import (
     notifier_from_config,
 )
 from dbinit_pipeline.orchestration.jobs import ENV_TAG
-from dbinit_pipeline.orchestration.resources import load_cached
 from dbinit_pipeline.redaction import redact
 
 SENSOR_NAME = "notify_on_run_failure"

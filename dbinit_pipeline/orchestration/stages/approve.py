@@ -2,10 +2,9 @@
 
 from dagster import OpExecutionContext, op
 
-from dbinit_pipeline.operation_log import OperationLog
+from dbinit_pipeline.orchestration.resources import ApprovalGate, OperationLog
 from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.pipeline.results import Approved, InitPlan
-from dbinit_pipeline.safety.approval import ApprovalGate
 
 SCHEDULE_TAG = "dagster/schedule_name"
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from dagster import MetadataValue, OpExecutionContext, op
 
-from dbinit_pipeline.operation_log import OperationLog
+from dbinit_pipeline.orchestration.resources import OperationLog
 from dbinit_pipeline.pipeline.responses import success_response
 from dbinit_pipeline.pipeline.results import Verified
 

@@ -3,13 +3,11 @@
 from dagster import OpExecutionContext, op
 
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline.operation_log import OperationLog
-from dbinit_pipeline.orchestration.resources import ProjectResource
+from dbinit_pipeline.orchestration.resources import OperationLog, ProjectResource, RunLock
 from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.orchestration.stages.schema_progress import progress_logger
 from dbinit_pipeline.pipeline.core_schema import guarded_apply
 from dbinit_pipeline.pipeline.results import CoreApplied, PackagesApplied
-from dbinit_pipeline.safety.run_lock import RunLock
 
 
 @op(retry_policy=TRANSIENT_RETRY)
@@ -31,7 +29,6 @@ def package_schemas(
             core.database,
             registry_for(config, context.run_id).packages(),
             run_id=context.run_id,
-            run_lock=run_lock,
             progress=progress_logger(context, "package_schemas"),
         ),
         plan=core.plan,

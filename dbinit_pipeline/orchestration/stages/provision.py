@@ -2,8 +2,7 @@
 
 from dagster import OpExecutionContext, op
 
-from dbinit_pipeline.infrastructure.provisioner import Provisioner
-from dbinit_pipeline.operation_log import OperationLog
+from dbinit_pipeline.orchestration.resources import OperationLog, Provisioner
 from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.pipeline.results import Approved, Provisioned
 
