@@ -43,13 +43,13 @@ def _raise(response: dict[str, Any]) -> dict[str, Any]:
     """`response` when it is a success; the documented exception carrying it otherwise."""
     if response.get("status") == "success":
         return response
-    error = response.get("error", {})
+    code = str(response.get("code"))
     raise DbinitError(
-        str(error.get("message", "the run failed")),
-        code=error.get("code", ErrorCode.INTERNAL_ERROR),
-        transient=bool(error.get("transient", False)),
-        suggestions=list(error.get("suggestions", [])),
-        details=dict(error.get("details", {})),
+        str(response.get("error") or "the run failed"),
+        code=ErrorCode(code) if code in ErrorCode.__members__.values() else ErrorCode.INTERNAL_ERROR,
+        transient=bool(response.get("transient", False)),
+        suggestions=list(response.get("recovery", {}).get("suggestions", [])),
+        details=dict(response.get("details") or {}),
         response=response,
     )
 
@@ -140,7 +140,7 @@ def _run_job(
     )
 
 
-def _server_for(
+def server_for(
     config: LoadedConfig, environment: str, database_name: str | None
 ) -> tuple[InitPlan, ServerFound]:
     """The plan of a dry run and the server it names (started if embedded, never created in a cloud)."""
@@ -154,7 +154,7 @@ def status(
     """Applied and pending revisions per package (`dbinit status`); reads, never writes."""
     try:
         loaded = load(config)
-        the_plan, found = _server_for(loaded, environment, database_name)
+        the_plan, found = server_for(loaded, environment, database_name)
         exists = False
         packages = registry_for(loaded).ordered()
         statuses: list[PackageStatus]
@@ -197,7 +197,7 @@ def health(
     document's `status` is healthy, degraded or unhealthy; only a failure to check raises."""
     try:
         loaded = load(config)
-        the_plan, found = _server_for(loaded, environment, database_name)
+        the_plan, found = server_for(loaded, environment, database_name)
         if found.infrastructure == "would_provision":
             raise DbinitError(
                 f"The embedded server of {environment!r} was never initialized",

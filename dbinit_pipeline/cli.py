@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dbinit_pipeline.configuration import LoadedConfig, load_config
-from dbinit_pipeline.errors import DbinitError, PackageError, classify
+from dbinit_pipeline import api
+from dbinit_pipeline.configuration import IF_EXISTS, LoadedConfig, load_config
+from dbinit_pipeline.errors import DbinitError, ErrorCode, PackageError, classify
 from dbinit_pipeline.fastpath.heap import collect_less
 from dbinit_pipeline.pipeline.responses import error_response
 from dbinit_pipeline.redaction import redact
@@ -51,73 +51,30 @@ def _config(args: argparse.Namespace) -> LoadedConfig:
 # -- init / plan -----------------------------------------------------------------------
 
 
-def run_init(
-    config: LoadedConfig,
-    environment: str,
-    *,
-    database_name: str | None = None,
-    if_exists: str | None = None,
-    dry_run: bool = False,
-    sql: bool = False,
-    verbose: bool = False,
-) -> dict[str, Any]:
-    """Run `initialize_<env>` in this process and return its response (success or error).
-
-    A dry run reads the ledger and the files' checksums and imports no script; with `sql` it
-    also renders each pending script's SQL, which runs the scripts' code in Alembic's offline
-    mode (as `alembic upgrade --sql` does)."""
-    from dagster import DagsterInstance
-
-    from dbinit_pipeline.orchestration.jobs import build_job
-
-    config.environment(environment)
-    job = build_job(config, environment)
-    params: dict[str, Any] = {"dry_run": dry_run or sql, "sql": sql}
-    if database_name is not None:
-        params["database_name"] = database_name
-    if if_exists is not None:
-        params["if_exists"] = if_exists
-    run_config = {
-        "ops": {"validate": {"config": params}},
-        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}},
-    }
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    with instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
-    if result.success:
-        response: dict[str, Any] = result.output_for_node("log")
-        return response
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.user_failure_data:
-            metadata = event.step_failure_data.user_failure_data.metadata
-            if "response" in metadata:
-                value: dict[str, Any] = metadata["response"].value  # type: ignore[assignment]
-                return value
-    failed = next((e for e in result.all_events if e.is_step_failure), None)
-    message = (
-        failed.step_failure_data.error.message if failed and failed.step_failure_data.error else "run failed"
-    )
-    return error_response(
-        DbinitError(message, code="internal_error"),
-        stage=failed.step_key if failed and failed.step_key else "run",
-        environment=environment,
-        run_id=result.run_id,
-    )
+def _response(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """What an API call returned, or the error document of the `DbinitError` it raised."""
+    try:
+        return call()
+    except DbinitError as exc:
+        if exc.response is None:
+            raise
+        return exc.response
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     try:
-        config = _config(args)
-        response = run_init(
-            config,
-            args.environment,
-            database_name=args.database_name,
-            if_exists=args.if_exists,
-            dry_run=args.dry_run or args.command == "plan",
-            sql=args.sql,
-            verbose=args.verbose,
+        response = _response(
+            lambda: api.initialize(
+                args.environment,
+                config=_config(args),
+                database_name=args.database_name,
+                if_exists=args.if_exists,
+                dry_run=args.dry_run or args.command == "plan",
+                sql=args.sql,
+                verbose=args.verbose,
+            )
         )
-    except Exception as exc:  # a configuration or parameter error, or a bug: a response either way
+    except Exception as exc:  # a bug: still a response
         return _fail(exc, stage="validate", environment=args.environment)
     if getattr(args, "sql", False) and response.get("status") == "success":
         plan = response["result"].get("plan", {})
@@ -222,102 +179,26 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 # -- status / health -------------------------------------------------------------------
-def _server_for(config: LoadedConfig, environment: str, database_name: str | None) -> Any:
-    from dbinit_pipeline.infrastructure.provisioner import provision
-    from dbinit_pipeline.pipeline.validate import InitParams, build_plan
-
-    plan = build_plan(config, environment, InitParams(database_name=database_name, dry_run=True))
-    found = provision(config, plan)
-    return plan, found
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.database.server import DatabaseServer
-    from dbinit_pipeline.migrations.loading import registry_for
-    from dbinit_pipeline.migrations.runner import MigrationRunner
-
     try:
-        config = _config(args)
-        plan, found = _server_for(config, args.environment, args.database_name)
-        exists = False
-        packages = registry_for(config).ordered()
-        if found.infrastructure != "would_provision":
-            server = DatabaseServer(found.server)
-            with server.connect(autocommit=True) as conn:
-                exists = server.provider.database_exists(conn, plan.database_name)
-            statuses = MigrationRunner(server, plan.database_name).status(packages, database_exists=exists)
-        else:
-            from dbinit_pipeline.migrations.runner import PackageStatus
-
-            statuses = [
-                PackageStatus(p.name, p.version, (), tuple(m.revision for m in p.migrations))
-                for p in packages
-            ]
-    except DbinitError as exc:
-        return _fail(exc, stage="status", environment=args.environment, operation="status")
+        response = _response(
+            lambda: api.status(args.environment, config=_config(args), database_name=args.database_name)
+        )
     except Exception as exc:
         return _fail(exc, stage="status", environment=args.environment, operation="status")
-    _emit(
-        {
-            "status": "success",
-            "operation": "status",
-            "result": {
-                "environment": plan.environment,
-                "database_name": plan.database_name,
-                "server": found.server.url_display,
-                "database_exists": exists,
-                "applied": sum(len(s.applied) for s in statuses),
-                "pending": sum(len(s.pending) for s in statuses),
-                "packages": [
-                    {
-                        "name": s.name,
-                        "version": s.version,
-                        "applied": list(s.applied),
-                        "pending": list(s.pending),
-                    }
-                    for s in statuses
-                ],
-            },
-        }
-    )
-    return 0
+    _emit(response)
+    return 0 if response.get("status") == "success" else 1
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.database.server import DatabaseServer
-    from dbinit_pipeline.migrations.loading import registry_for
-    from dbinit_pipeline.verify.health import verify_database
-
     try:
-        config = _config(args)
-        plan, found = _server_for(config, args.environment, args.database_name)
-        if found.infrastructure == "would_provision":
-            raise DbinitError(
-                f"The embedded server of {args.environment!r} was never initialized",
-                code="not_initialized",
-                suggestions=[f"Run dbinit init {args.environment} first."],
-            )
-        outcome = verify_database(
-            DatabaseServer(found.server),
-            plan.database_name,
-            registry_for(config).ordered(),
-            config.model.health,
+        response = _response(
+            lambda: api.health(args.environment, config=_config(args), database_name=args.database_name)
         )
     except Exception as exc:
         return _fail(exc, stage="health", environment=args.environment, operation="health")
-    _emit(
-        {
-            "status": outcome.status,
-            "operation": "health",
-            "result": {
-                "environment": plan.environment,
-                "database_name": plan.database_name,
-                "checks": outcome.health,
-                "schema": outcome.schema,
-            },
-        }
-    )
-    return {"healthy": 0, "degraded": 2}.get(outcome.status, 1)
+    _emit(response)
+    return {"healthy": 0, "degraded": 2}.get(str(response.get("status")), 1)
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
@@ -328,10 +209,10 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     operation = "resolve"
     try:
         config = _config(args)
-        plan, found = _server_for(config, args.environment, args.database_name)
+        plan, found = api.server_for(config, args.environment, args.database_name)
         if found.infrastructure == "would_provision":
             raise DbinitError(
-                f"The server of {args.environment!r} does not exist yet", code="not_initialized"
+                f"The server of {args.environment!r} does not exist yet", code=ErrorCode.NOT_INITIALIZED
             )
         runner = MigrationRunner(
             DatabaseServer(found.server), plan.database_name, run_id=uuid.uuid4().hex[:12]
@@ -449,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         with_env(p)
-        p.add_argument("--if-exists", choices=["reuse", "error", "recreate"])
+        p.add_argument("--if-exists", choices=IF_EXISTS)
         p.add_argument("--dry-run", action="store_true", help="change nothing; list what would be applied")
         p.add_argument(
             "--sql",
@@ -462,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_env(p)
     p.add_argument(
         "--if-exists",
-        choices=["reuse", "error", "recreate"],
+        choices=IF_EXISTS,
         help="the run's policy, if not the configured one",
     )
     p.add_argument("--by", required=True, help="your name")
@@ -472,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_env(p)
     p.add_argument(
         "--if-exists",
-        choices=["reuse", "error", "recreate"],
+        choices=IF_EXISTS,
         help="the run's policy, if not the configured one",
     )
     p.add_argument("--by", required=True, help="your name, as listed in safety.approvers.<env>")

@@ -10,16 +10,18 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dbinit_pipeline.errors import ConfigurationError
+from dbinit_pipeline.errors import ConfigurationError, ErrorCode
 
 Provider = Literal["postgresql", "mysql"]
 Hosting = Literal["embedded", "local", "localhost", "aws-rds", "aws-aurora", "gcp-sql", "azure-sql"]
 IfExists = Literal["reuse", "error", "recreate"]
+IF_EXISTS: tuple[IfExists, ...] = get_args(IfExists)
+TransactionMode = Literal["auto", "single", "per_package"]
 CLOUD_HOSTINGS = ("aws-rds", "aws-aurora", "gcp-sql", "azure-sql")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -174,7 +176,7 @@ class EnvironmentSettings(_Strict):
 class PackageSettings(_Strict):
     paths: list[str] = Field(default_factory=list)
     entry_points: bool = True
-    transaction: Literal["auto", "single", "per_package"] = "auto"
+    transaction: TransactionMode = "auto"
 
 
 class CoreSettings(_Strict):
@@ -276,7 +278,7 @@ class LoadedConfig:
             known = ", ".join(sorted(self.model.environments)) or "none"
             raise ConfigurationError(
                 f"Unknown environment {name!r}: {self.path} configures {known}",
-                code="unknown_environment",
+                code=ErrorCode.UNKNOWN_ENVIRONMENT,
                 suggestions=[
                     f"Use one of: {known}.",
                     f"Or add environments.{name} to {self.path}.",
@@ -326,7 +328,7 @@ def load_config(path: Path | None = None) -> LoadedConfig:
     if not path.is_file():
         raise ConfigurationError(
             f"Configuration not found: {path}",
-            code="configuration_missing",
+            code=ErrorCode.CONFIGURATION_MISSING,
             suggestions=[
                 "Create dbinit.yaml in the project folder (see the README), or",
                 "point DBINIT_CONFIG at the file, or DBINIT_CWD at the folder that holds it.",

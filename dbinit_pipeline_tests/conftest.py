@@ -175,7 +175,7 @@ class Project:
         return folder
 
     def run(self, environment: str = "dev", **params: Any) -> dict[str, Any]:
-        from dbinit_pipeline.cli import run_init
+        from dbinit_pipeline.orchestration.jobs import run_in_process as run_init
 
         return run_init(self.config(), environment, **params)
 

@@ -30,7 +30,7 @@ def _schema(server: PgServer, database: str) -> list[tuple[Any, ...]]:
 def _ledger(server: PgServer, database: str) -> list[tuple[Any, ...]]:
     with server.connect(database) as conn:
         return conn.execute(
-            "SELECT package, revision, checksum, success FROM dbinit_migrations ORDER BY package, revision"
+            "SELECT package, revision, checksum, filename FROM dbinit_migrations ORDER BY package, revision"
         ).fetchall()
 
 

@@ -26,8 +26,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from dbinit_pipeline.cli import run_init
 from dbinit_pipeline.configuration import load_config
+from dbinit_pipeline.orchestration.jobs import run_in_process as run_init
 from dbinit_pipeline_tests.alembic_support import (
     alembic_config,
     current,

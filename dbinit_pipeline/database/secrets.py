@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from dbinit_pipeline.errors import ConfigurationError
+from dbinit_pipeline.errors import ConfigurationError, ErrorCode
 from dbinit_pipeline.redaction import register_secret
 
 # (username or "" to keep the URL's, password) from the part after `KIND:`
@@ -43,7 +43,7 @@ def read_secret(source: str) -> tuple[str, str] | None:
     if reader is None:
         raise ConfigurationError(
             f"secret source {kind!r} has no reader in this process",
-            code="invalid_secret_source",
+            code=ErrorCode.INVALID_SECRET_SOURCE,
             suggestions=["Import dbinit_pipeline.infrastructure before connecting to a cloud server."],
         )
     username, password = reader(where)

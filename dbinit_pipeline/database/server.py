@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 from dbinit_pipeline.database.providers import Provider, provider_for
 from dbinit_pipeline.database.providers.plain_ddl import plain_ddl
 from dbinit_pipeline.database.secrets import read_secret
-from dbinit_pipeline.errors import ConfigurationError
+from dbinit_pipeline.errors import ConfigurationError, ErrorCode
 from dbinit_pipeline.redaction import register_secret
 
 CONNECT_TIMEOUT_S = 5
@@ -37,7 +37,7 @@ _SECRET_QUERY_KEYS = ("password", "passwd", "sslpassword")
 def _refuse(source: str, why: str, fix: str) -> ConfigurationError:
     return ConfigurationError(
         f"{source} does not hold a usable database URL: {why}",
-        code="invalid_connection_url",
+        code=ErrorCode.INVALID_CONNECTION_URL,
         suggestions=[fix, "The URL is never printed: check the variable's value yourself."],
     )
 
@@ -99,7 +99,7 @@ def url_from_variable(var: str, provider: str, *, environment: str | None = None
         which = f" (environment {environment!r})" if environment else ""
         raise ConfigurationError(
             f"Environment variable {var} is not set{which}",
-            code="missing_connection_variable",
+            code=ErrorCode.MISSING_CONNECTION_VARIABLE,
             suggestions=[f"export {var}={provider_for(provider).example_url}"],
         )
     return parse_url(raw, source=var, provider=provider)

@@ -22,17 +22,25 @@ from __future__ import annotations
 
 import gc
 
+from dbinit_pipeline.fastpath import enabled
+
 YOUNG_THRESHOLD = 10_000
 
 
 def collect_less() -> None:
-    """Collect the youngest generation every YOUNG_THRESHOLD allocations (never more often)."""
+    """Collect the youngest generation every YOUNG_THRESHOLD allocations (never more often);
+    nothing with the fast path `collector` off."""
+    if not enabled("collector"):
+        return
     young, middle, old = gc.get_threshold()
     if 0 < young < YOUNG_THRESHOLD:
         gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
 
 def settle() -> None:
-    """Exempt every object alive now from future collections (they are kept anyway)."""
+    """Exempt every object alive now from future collections (they are kept anyway); nothing with
+    the fast path `collector` off."""
+    if not enabled("collector"):
+        return
     collect_less()
     gc.freeze()

@@ -70,7 +70,7 @@ class WriteBehind:
         conn: Connection,
         dbapi: Any,
         impl: Any,
-        failure: Callable[[Step, BaseException], DbinitError],
+        failure: Callable[[Any, BaseException], DbinitError],
     ) -> None:
         self.dialect = conn.dialect
         self.dbapi = dbapi
@@ -96,7 +96,7 @@ class WriteBehind:
         cls,
         conn: Connection,
         ctx: MigrationContext,
-        failure: Callable[[Step, BaseException], DbinitError],
+        failure: Callable[[Any, BaseException], DbinitError],
     ) -> Iterator[WriteBehind | None]:
         """A write-behind for `ctx` on `conn` where it is safe, else None (everything synchronous)."""
         dbapi = conn.connection.driver_connection

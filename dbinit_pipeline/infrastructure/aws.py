@@ -42,10 +42,12 @@ from dbinit_pipeline.errors import (
     AuthenticationFailure,
     ConfigurationError,
     DbinitError,
+    ErrorCode,
     PermissionDenied,
     ProvisioningError,
     classify,
 )
+from dbinit_pipeline.infrastructure.cloud import Infrastructure
 from dbinit_pipeline.redaction import register_secret
 
 if TYPE_CHECKING:
@@ -169,7 +171,7 @@ def aws_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitError
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
         return ProvisioningError(
             f"No usable AWS credentials while {doing}: {exc}",
-            code="aws_credentials_missing",
+            code=ErrorCode.AWS_CREDENTIALS_MISSING,
             suggestions=[
                 "Give this process AWS credentials: AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                 "or an instance/task role.",
@@ -180,7 +182,7 @@ def aws_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitError
         # Connection refused, DNS, connect or read timeouts: the network may come back.
         return ProvisioningError(
             f"AWS did not answer while {doing}: {exc}",
-            code="aws_unreachable",
+            code=ErrorCode.AWS_UNREACHABLE,
             transient=True,
             suggestions=[
                 "Check network access from this machine to the AWS endpoint (proxy, VPC endpoint, firewall).",
@@ -190,18 +192,18 @@ def aws_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitError
     if isinstance(exc, ParamValidationError):
         return ProvisioningError(
             f"Invalid AWS request while {doing}: {exc}",
-            code="aws_invalid_request",
+            code=ErrorCode.AWS_INVALID_REQUEST,
             suggestions=[f"Fix the values under {config_key} named above."],
         )
     if isinstance(exc, BotoCoreError):
         return ProvisioningError(
             f"AWS client error while {doing}: {exc}",
-            code="aws_error",
+            code=ErrorCode.AWS_ERROR,
             suggestions=[f"Read the error above; check {config_key} and the AWS credentials in use."],
         )
     return ProvisioningError(
         f"Unexpected {type(exc).__name__} while {doing}: {exc}",
-        code="aws_error",
+        code=ErrorCode.AWS_ERROR,
         suggestions=["This is likely a bug in dbinit_pipeline: rerun with --verbose and report it."],
     )
 
@@ -216,9 +218,9 @@ def _client_error(exc: ClientError, *, doing: str, config_key: str) -> DbinitErr
     if code in _TRANSIENT_CODES or status >= 500:
         return ProvisioningError(
             text,
-            code="aws_throttled"
+            code=ErrorCode.AWS_THROTTLED
             if "throttl" in code.lower() or "limit" in code.lower()
-            else "aws_unavailable",
+            else ErrorCode.AWS_UNAVAILABLE,
             transient=True,
             details=details,
             suggestions=[
@@ -230,7 +232,7 @@ def _client_error(exc: ClientError, *, doing: str, config_key: str) -> DbinitErr
     if code in _ACCESS_CODES:
         return ProvisioningError(
             text,
-            code="aws_access_denied",
+            code=ErrorCode.AWS_ACCESS_DENIED,
             details=details,
             suggestions=[
                 "Allow the identity in use the action named above in its IAM policy.",
@@ -243,7 +245,7 @@ def _client_error(exc: ClientError, *, doing: str, config_key: str) -> DbinitErr
     if code in _CREDENTIAL_CODES:
         return ProvisioningError(
             text,
-            code="aws_credentials_invalid",
+            code=ErrorCode.AWS_CREDENTIALS_INVALID,
             details=details,
             suggestions=[
                 "The AWS credentials in use are unknown, expired or mistyped: refresh them "
@@ -254,7 +256,7 @@ def _client_error(exc: ClientError, *, doing: str, config_key: str) -> DbinitErr
     if "QuotaExceeded" in code or code.endswith(("LimitExceeded", "LimitExceededException")):
         return ProvisioningError(
             text,
-            code="aws_quota_exceeded",
+            code=ErrorCode.AWS_QUOTA_EXCEEDED,
             details=details,
             suggestions=[
                 "An AWS account quota is reached (instances, clusters or total storage in this region).",
@@ -266,7 +268,7 @@ def _client_error(exc: ClientError, *, doing: str, config_key: str) -> DbinitErr
     if code in _CAPACITY_CODES:
         return ProvisioningError(
             text,
-            code="aws_insufficient_capacity",
+            code=ErrorCode.AWS_INSUFFICIENT_CAPACITY,
             details=details,
             suggestions=[
                 f"AWS has no capacity for this instance class here now: choose another "
@@ -277,7 +279,7 @@ def _client_error(exc: ClientError, *, doing: str, config_key: str) -> DbinitErr
     if code == "ResourceNotFoundException":
         return ProvisioningError(
             text,
-            code="aws_secret_missing",
+            code=ErrorCode.AWS_SECRET_MISSING,
             details=details,
             suggestions=[
                 "The master secret named above is gone: let RDS manage it again "
@@ -288,7 +290,7 @@ def _client_error(exc: ClientError, *, doing: str, config_key: str) -> DbinitErr
     if code.startswith("Invalid") or code.startswith("Missing") or "NotFound" in code or "Validation" in code:
         return ProvisioningError(
             text,
-            code="aws_invalid_request",
+            code=ErrorCode.AWS_INVALID_REQUEST,
             details=details,
             suggestions=[
                 f"AWS refused the settings: fix the value named above under {config_key} "
@@ -299,7 +301,7 @@ def _client_error(exc: ClientError, *, doing: str, config_key: str) -> DbinitErr
         )
     return ProvisioningError(
         text,
-        code="aws_error",
+        code=ErrorCode.AWS_ERROR,
         details=details,
         suggestions=[f"Read the AWS error above; check {config_key} and the AWS account."],
     )
@@ -550,7 +552,7 @@ def _check_ownership(tags: list[TagTypeDef], target: AwsTarget) -> None:
         raise ConfigurationError(
             f"{target.kind} {target.identifier} belongs to environment {owner!r} "
             f"(tag {ENVIRONMENT_TAG}), not {target.environment!r}",
-            code="infrastructure_owned_elsewhere",
+            code=ErrorCode.INFRASTRUCTURE_OWNED_ELSEWHERE,
             suggestions=[
                 f"Give environment {target.environment!r} its own {target.config_key}.identifier.",
                 f"Or, if it really is meant to be shared, retag it: {ENVIRONMENT_TAG}={target.environment}.",
@@ -564,7 +566,7 @@ def _check_engine(engine: str | None, target: AwsTarget) -> None:
     if speaks != wanted:
         raise ConfigurationError(
             f"{target.kind} {target.identifier} runs engine {engine!r}, but database.provider is {wanted!r}",
-            code="infrastructure_engine_mismatch",
+            code=ErrorCode.INFRASTRUCTURE_ENGINE_MISMATCH,
             suggestions=[
                 "Point the environment at an instance of the right engine "
                 f"({target.config_key}.identifier), or change database.provider."
@@ -608,7 +610,7 @@ def wait_until_available(
         if state is None:
             raise ProvisioningError(
                 f"{what} disappeared while waiting for it to become available",
-                code="infrastructure_vanished",
+                code=ErrorCode.INFRASTRUCTURE_VANISHED,
                 details={"identifier": target.identifier, "polls": polls},
                 suggestions=["Someone deleted it: rerun to create it again, or find out who did."],
             )
@@ -617,7 +619,7 @@ def wait_until_available(
         if state in _DEAD_ENDS:
             raise ProvisioningError(
                 f"{what} is in state {state!r} and will not become available by itself",
-                code="infrastructure_unusable",
+                code=ErrorCode.INFRASTRUCTURE_UNUSABLE,
                 details={"identifier": target.identifier, "last_state": state},
                 suggestions=[_DEAD_ENDS[state], _events_hint(target)],
             )
@@ -659,7 +661,7 @@ def _deadline_passed(
         )
     return ProvisioningError(
         f"{what} is not available after {deadline.seconds:g}s: its last state was {state!r}",
-        code="provisioning_timeout",
+        code=ErrorCode.PROVISIONING_TIMEOUT,
         details={
             "identifier": target.identifier,
             "last_state": state,
@@ -699,7 +701,7 @@ class AwsInfrastructure:
     endpoint_url: str | None = None
 
     @property
-    def infrastructure(self) -> str:
+    def infrastructure(self) -> Infrastructure:
         """`would_provision` (dry run, something missing), `provisioned` or `existing`."""
         if self.would_create:
             return "would_provision"
@@ -732,7 +734,7 @@ class AwsInfrastructure:
         if not self.endpoint:
             raise ProvisioningError(
                 f"{self.identifier} has no endpoint yet (state {self.status!r})",
-                code="endpoint_missing",
+                code=ErrorCode.ENDPOINT_MISSING,
                 suggestions=["Rerun when it is available."],
             )
         if not self.secret_arn:
@@ -741,7 +743,7 @@ class AwsInfrastructure:
             raise ConfigurationError(
                 f"{self.identifier} does not keep its master password in Secrets Manager, and {var} is "
                 "not set: dbinit has no credentials for it",
-                code="missing_connection_variable",
+                code=ErrorCode.MISSING_CONNECTION_VARIABLE,
                 suggestions=[
                     f"Set {var} to a URL with credentials for {self.endpoint}:{self.port}.",
                     f"Or let RDS manage the master password: aws rds modify-db-{kind} "
@@ -963,7 +965,7 @@ def read_master_secret(
     if len(parts) < 7 or parts[2] != "secretsmanager":
         raise ConfigurationError(
             f"{secret_arn!r} is not a Secrets Manager secret ARN",
-            code="invalid_secret_source",
+            code=ErrorCode.INVALID_SECRET_SOURCE,
             suggestions=["This is likely a bug in dbinit_pipeline: report it."],
         )
     region = parts[3]
@@ -976,7 +978,7 @@ def read_master_secret(
     except (ValueError, KeyError, TypeError):
         raise ProvisioningError(
             f"The master secret {secret_arn} does not hold a JSON object with username and password",
-            code="aws_secret_malformed",
+            code=ErrorCode.AWS_SECRET_MALFORMED,
             suggestions=["Let RDS manage the secret again (--manage-master-user-password)."],
         ) from None
     register_secret(password)

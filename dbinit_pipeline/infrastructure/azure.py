@@ -36,7 +36,7 @@ from azure.mgmt.resource.locks import ManagementLockClient
 from azure.mgmt.resource.locks.models import ManagementLockObject
 
 from dbinit_pipeline.configuration import AzureSettings, LoadedConfig
-from dbinit_pipeline.errors import ConfigurationError, DbinitError, ProvisioningError
+from dbinit_pipeline.errors import ConfigurationError, DbinitError, ErrorCode, ProvisioningError
 from dbinit_pipeline.infrastructure.cloud import (
     AZURE_HOSTING,
     ENVIRONMENT_LABEL,
@@ -115,7 +115,7 @@ def azure_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitErr
     if isinstance(exc, CredentialUnavailableError):
         return ProvisioningError(
             f"No usable Azure credentials while {doing}: {exc.message}",
-            code="azure_credentials_missing",
+            code=ErrorCode.AZURE_CREDENTIALS_MISSING,
             suggestions=[
                 "Give this process Azure credentials: AZURE_TENANT_ID, AZURE_CLIENT_ID and "
                 "AZURE_CLIENT_SECRET (a service principal), a managed or workload identity, or `az login`.",
@@ -124,7 +124,7 @@ def azure_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitErr
     if isinstance(exc, ClientAuthenticationError):
         return ProvisioningError(
             f"Azure refused the credentials while {doing}: {exc.message}",
-            code="azure_credentials_invalid",
+            code=ErrorCode.AZURE_CREDENTIALS_INVALID,
             suggestions=[
                 "The credentials in use are unknown, expired or mistyped: refresh them and rerun.",
                 "See which identity is in use: az account show",
@@ -135,7 +135,7 @@ def azure_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitErr
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, OSError)):
         return ProvisioningError(
             f"Azure did not answer while {doing}: {exc}",
-            code="azure_unreachable",
+            code=ErrorCode.AZURE_UNREACHABLE,
             transient=True,
             suggestions=[
                 "Check network access from this machine to Azure (proxy, firewall).",
@@ -145,12 +145,12 @@ def azure_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitErr
     if isinstance(exc, AzureError):
         return ProvisioningError(
             f"Azure client error while {doing}: {exc}",
-            code="azure_error",
+            code=ErrorCode.AZURE_ERROR,
             suggestions=[f"Read the error above; check {config_key} and the Azure credentials in use."],
         )
     return ProvisioningError(
         f"Unexpected {type(exc).__name__} while {doing}: {exc}",
-        code="azure_error",
+        code=ErrorCode.AZURE_ERROR,
         suggestions=["This is likely a bug in dbinit_pipeline: rerun with --verbose and report it."],
     )
 
@@ -163,7 +163,9 @@ def _http_error(exc: HttpResponseError, *, doing: str, config_key: str) -> Dbini
     if status == 429 or status >= 500 or code in _TRANSIENT_CODES:
         return ProvisioningError(
             text,
-            code="azure_throttled" if status == 429 or "Throttl" in code else "azure_unavailable",
+            code=ErrorCode.AZURE_THROTTLED
+            if status == 429 or "Throttl" in code
+            else ErrorCode.AZURE_UNAVAILABLE,
             transient=True,
             details=details,
             suggestions=[
@@ -175,7 +177,7 @@ def _http_error(exc: HttpResponseError, *, doing: str, config_key: str) -> Dbini
     if "quota" in code.lower() or "quota" in message.lower():
         return ProvisioningError(
             text,
-            code="azure_quota_exceeded",
+            code=ErrorCode.AZURE_QUOTA_EXCEEDED,
             details=details,
             suggestions=[
                 "An Azure quota is reached (vCores of this SKU family or servers in this region).",
@@ -186,14 +188,14 @@ def _http_error(exc: HttpResponseError, *, doing: str, config_key: str) -> Dbini
     if status == 401:
         return ProvisioningError(
             text,
-            code="azure_credentials_invalid",
+            code=ErrorCode.AZURE_CREDENTIALS_INVALID,
             details=details,
             suggestions=["The credentials in use are unknown or expired: refresh them (az login) and rerun."],
         )
     if status == 403 or code in _ACCESS_CODES:
         return ProvisioningError(
             text,
-            code="azure_access_denied",
+            code=ErrorCode.AZURE_ACCESS_DENIED,
             details=details,
             suggestions=[
                 "Grant the identity in use what dbinit needs: Contributor on the resource group (servers), "
@@ -204,7 +206,7 @@ def _http_error(exc: HttpResponseError, *, doing: str, config_key: str) -> Dbini
         )
     return ProvisioningError(
         text,
-        code="azure_invalid_request",
+        code=ErrorCode.AZURE_INVALID_REQUEST,
         details=details,
         suggestions=[
             f"Azure refused the settings: fix the value named above under {config_key} (subscription_id, "
@@ -513,7 +515,7 @@ def _check_server(server: dict[str, Any], target: AzureTarget) -> None:
     if owner is not None and owner != target.environment:
         raise ConfigurationError(
             f"{target.what} belongs to environment {owner!r} (tag {ENVIRONMENT_LABEL}), not {target.environment!r}",
-            code="infrastructure_owned_elsewhere",
+            code=ErrorCode.INFRASTRUCTURE_OWNED_ELSEWHERE,
             suggestions=[f"Give environment {target.environment!r} its own {target.config_key}.server."],
         )
 
@@ -661,7 +663,7 @@ def read_secret(where: str) -> tuple[str, str]:
     except ResourceNotFoundError:
         raise ProvisioningError(
             f"The Key Vault secret {name} in {vault_url} does not exist",
-            code="cloud_secret_missing",
+            code=ErrorCode.CLOUD_SECRET_MISSING,
             suggestions=[
                 f"Store the administrator password in it: az keyvault secret set --vault-name VAULT --name {name} ...",
                 "Or set the environment's connection variable to a URL with credentials.",

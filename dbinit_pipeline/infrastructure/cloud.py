@@ -18,7 +18,7 @@ import string
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from sqlalchemy.engine import URL
 
@@ -29,6 +29,7 @@ from dbinit_pipeline.errors import (
     AuthenticationFailure,
     ConfigurationError,
     DbinitError,
+    ErrorCode,
     PermissionDenied,
     ProvisioningError,
     classify,
@@ -60,6 +61,8 @@ _EXTRA_PACKAGES = ("google", "googleapiclient", "httplib2", "azure", "msal")
 _SECRET_KINDS = {"gcp-secret": GCP_HOSTING, "azure-secret": AZURE_HOSTING}
 
 T = TypeVar("T")
+# How a run came by its server, as the responses say it.
+Infrastructure = Literal["embedded", "existing", "provisioned", "would_provision"]
 
 
 class CloudModule(Protocol):
@@ -86,7 +89,7 @@ def cloud_module(hosting: str) -> CloudModule:
             raise  # an import of dbinit's own failed: a bug, not a missing extra
         raise ConfigurationError(
             f"hosting {hosting!r} needs client libraries that are not installed ({exc.name or exc})",
-            code="missing_extra",
+            code=ErrorCode.MISSING_EXTRA,
             suggestions=[f"pip install 'dbinit_pipeline[{extra}]'"],
         ) from None
     return cast(CloudModule, module)
@@ -147,7 +150,7 @@ def parse_secret_payload(text: str, *, default_username: str, name: str) -> tupl
     if not text:
         raise ProvisioningError(
             f"The secret {name} is empty",
-            code="cloud_secret_malformed",
+            code=ErrorCode.CLOUD_SECRET_MALFORMED,
             suggestions=[
                 "Store the administrator password in it, or a JSON object with username and password."
             ],
@@ -160,7 +163,7 @@ def parse_secret_payload(text: str, *, default_username: str, name: str) -> tupl
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ProvisioningError(
                 f"The secret {name} holds JSON without a password",
-                code="cloud_secret_malformed",
+                code=ErrorCode.CLOUD_SECRET_MALFORMED,
                 suggestions=['Store {"username": ..., "password": ...} or only the password in it.'],
             ) from None
     else:
@@ -222,7 +225,7 @@ def poll_until(
         if state is None:
             raise ProvisioningError(
                 f"{what} disappeared while waiting for it",
-                code="infrastructure_vanished",
+                code=ErrorCode.INFRASTRUCTURE_VANISHED,
                 details={"polls": len(poll.states) + 1},
                 suggestions=["Someone deleted it: rerun to create it again, or find out who did."],
             )
@@ -232,7 +235,7 @@ def poll_until(
         if state in dead_ends:
             raise ProvisioningError(
                 f"{what} is in state {state!r} and will not become ready by itself",
-                code="infrastructure_unusable",
+                code=ErrorCode.INFRASTRUCTURE_UNUSABLE,
                 details={"last_state": state},
                 suggestions=[dead_ends[state]],
             )
@@ -275,7 +278,7 @@ def deadline_error(
     """The error of a wait that ran out of time: the thing, its last state, what to do."""
     return ProvisioningError(
         f"{poll.what} is not ready after {seconds:g}s: its last state was {poll.last!r}",
-        code="provisioning_timeout",
+        code=ErrorCode.PROVISIONING_TIMEOUT,
         details={
             "last_state": poll.last,
             "waited_s": round(deadline.elapsed(), 1),
@@ -316,7 +319,7 @@ class CloudInfrastructure:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def infrastructure(self) -> str:
+    def infrastructure(self) -> Infrastructure:
         """`would_provision` (dry run, something missing), `provisioned` or `existing`."""
         if self.would_create:
             return "would_provision"
@@ -348,7 +351,7 @@ class CloudInfrastructure:
         if not self.endpoint:
             raise ProvisioningError(
                 f"{self.identifier} has no address yet (state {self.status!r})",
-                code="endpoint_missing",
+                code=ErrorCode.ENDPOINT_MISSING,
                 suggestions=["Rerun when it is ready.", self.network_advice],
             )
         if not self.secret_source:
@@ -356,7 +359,7 @@ class CloudInfrastructure:
             raise ConfigurationError(
                 f"dbinit keeps no password for {self.identifier} (it did not create it), and {var} is "
                 "not set: dbinit has no credentials for it",
-                code="missing_connection_variable",
+                code=ErrorCode.MISSING_CONNECTION_VARIABLE,
                 suggestions=[
                     f"Set {var} to a URL with credentials for {self.endpoint}:{self.port}.",
                     self.missing_secret_advice,

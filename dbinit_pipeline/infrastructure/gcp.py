@@ -27,7 +27,7 @@ from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
 from dbinit_pipeline.configuration import GcpSettings, LoadedConfig
-from dbinit_pipeline.errors import ConfigurationError, DbinitError, ProvisioningError
+from dbinit_pipeline.errors import ConfigurationError, DbinitError, ErrorCode, ProvisioningError
 from dbinit_pipeline.infrastructure.cloud import (
     ENVIRONMENT_LABEL,
     GCP_HOSTING,
@@ -94,7 +94,7 @@ def gcp_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitError
     if isinstance(exc, DefaultCredentialsError):
         return ProvisioningError(
             f"No usable Google credentials while {doing}: {exc}",
-            code="gcp_credentials_missing",
+            code=ErrorCode.GCP_CREDENTIALS_MISSING,
             suggestions=[
                 "Give this process Application Default Credentials: GOOGLE_APPLICATION_CREDENTIALS "
                 "(a service account key file), `gcloud auth application-default login`, or an "
@@ -104,7 +104,7 @@ def gcp_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitError
     if isinstance(exc, RefreshError):
         return ProvisioningError(
             f"Google refused the credentials while {doing}: {exc}",
-            code="gcp_credentials_invalid",
+            code=ErrorCode.GCP_CREDENTIALS_INVALID,
             transient=bool(getattr(exc, "retryable", False)),
             suggestions=[
                 "The credentials in use are unknown, disabled or expired: refresh them "
@@ -116,7 +116,7 @@ def gcp_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitError
         # Connection refused, DNS, timeouts: the network may come back.
         return ProvisioningError(
             f"Google Cloud did not answer while {doing}: {type(exc).__name__}: {exc}",
-            code="gcp_unreachable",
+            code=ErrorCode.GCP_UNREACHABLE,
             transient=True,
             suggestions=[
                 "Check network access from this machine to Google's APIs (proxy, firewall).",
@@ -125,7 +125,7 @@ def gcp_error(exc: BaseException, *, doing: str, config_key: str) -> DbinitError
         )
     return ProvisioningError(
         f"Unexpected {type(exc).__name__} while {doing}: {exc}",
-        code="gcp_error",
+        code=ErrorCode.GCP_ERROR,
         suggestions=["This is likely a bug in dbinit_pipeline: rerun with --verbose and report it."],
     )
 
@@ -138,7 +138,9 @@ def _http_error(exc: HttpError, *, doing: str, config_key: str) -> DbinitError:
     if http_status == 429 or http_status >= 500 or reason in _TRANSIENT_REASONS:
         return ProvisioningError(
             text,
-            code="gcp_throttled" if http_status == 429 or "Rate" in reason else "gcp_unavailable",
+            code=ErrorCode.GCP_THROTTLED
+            if http_status == 429 or "Rate" in reason
+            else ErrorCode.GCP_UNAVAILABLE,
             transient=True,
             details=details,
             suggestions=[
@@ -150,7 +152,7 @@ def _http_error(exc: HttpError, *, doing: str, config_key: str) -> DbinitError:
     if reason in _QUOTA_REASONS or "quota" in message.lower():
         return ProvisioningError(
             text,
-            code="gcp_quota_exceeded",
+            code=ErrorCode.GCP_QUOTA_EXCEEDED,
             details=details,
             suggestions=[
                 "A Google Cloud quota is reached (Cloud SQL instances, CPUs or disk in this region).",
@@ -162,7 +164,7 @@ def _http_error(exc: HttpError, *, doing: str, config_key: str) -> DbinitError:
     if http_status == 401:
         return ProvisioningError(
             text,
-            code="gcp_credentials_invalid",
+            code=ErrorCode.GCP_CREDENTIALS_INVALID,
             details=details,
             suggestions=[
                 "The credentials in use are unknown or expired: refresh them "
@@ -172,7 +174,7 @@ def _http_error(exc: HttpError, *, doing: str, config_key: str) -> DbinitError:
     if http_status == 403:
         return ProvisioningError(
             text,
-            code="gcp_access_denied",
+            code=ErrorCode.GCP_ACCESS_DENIED,
             details=details,
             suggestions=[
                 "Grant the identity in use the roles it needs on the project: roles/cloudsql.admin, "
@@ -185,7 +187,7 @@ def _http_error(exc: HttpError, *, doing: str, config_key: str) -> DbinitError:
         )
     return ProvisioningError(
         text,
-        code="gcp_invalid_request",
+        code=ErrorCode.GCP_INVALID_REQUEST,
         details=details,
         suggestions=[
             f"Google Cloud refused the settings: fix the value named above under {config_key} "
@@ -455,7 +457,7 @@ def wait_for_operation(
         quota = "QUOTA" in codes.upper()
         raise ProvisioningError(
             f"{what} failed: {codes}: {message}",
-            code="gcp_quota_exceeded" if quota else "gcp_operation_failed",
+            code=ErrorCode.GCP_QUOTA_EXCEEDED if quota else ErrorCode.GCP_OPERATION_FAILED,
             details={"operation": name, "gcp_codes": codes},
             suggestions=[
                 "A Google Cloud quota is reached: free some or request more on the Quotas page."
@@ -524,14 +526,14 @@ def _check_instance(instance: dict[str, Any], target: GcpTarget) -> None:
         raise ConfigurationError(
             f"{target.what} belongs to environment {owner!r} (label {ENVIRONMENT_LABEL}), "
             f"not {target.environment!r}",
-            code="infrastructure_owned_elsewhere",
+            code=ErrorCode.INFRASTRUCTURE_OWNED_ELSEWHERE,
             suggestions=[f"Give environment {target.environment!r} its own {target.config_key}.instance."],
         )
     version = str(instance.get("databaseVersion", ""))
     if not version.startswith(_VERSION_PREFIX[target.provider]):
         raise ConfigurationError(
             f"{target.what} runs {version!r}, but database.provider is {target.provider!r}",
-            code="infrastructure_engine_mismatch",
+            code=ErrorCode.INFRASTRUCTURE_ENGINE_MISMATCH,
             suggestions=[f"Point {target.config_key}.instance at an instance of the right engine."],
         )
 
@@ -691,7 +693,7 @@ def read_secret(where: str) -> tuple[str, str]:
     if not match:
         raise ConfigurationError(
             f"{name!r} is not a Secret Manager secret name",
-            code="invalid_secret_source",
+            code=ErrorCode.INVALID_SECRET_SOURCE,
             suggestions=["This is likely a bug in dbinit_pipeline: report it."],
         )
     target = GcpTarget(
@@ -713,7 +715,7 @@ def read_secret(where: str) -> tuple[str, str]:
     if found is None:
         raise ProvisioningError(
             f"The secret {name} does not exist or has no enabled version",
-            code="cloud_secret_missing",
+            code=ErrorCode.CLOUD_SECRET_MISSING,
             suggestions=[
                 "Store the password in it: gcloud secrets versions add SECRET --data-file=-",
                 "Or set the environment's connection variable to a URL with credentials.",

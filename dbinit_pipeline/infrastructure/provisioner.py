@@ -20,13 +20,14 @@ from dbinit_pipeline.database.server import (
 )
 from dbinit_pipeline.errors import ConfigurationError, UnsupportedError
 from dbinit_pipeline.infrastructure import cloud
+from dbinit_pipeline.infrastructure.cloud import Infrastructure
 from dbinit_pipeline.pipeline.results import InitPlan
 
 
 @dataclass(frozen=True)
 class ServerFound:
     server: ServerRef
-    infrastructure: str
+    infrastructure: Infrastructure
     details: dict[str, Any]
 
 

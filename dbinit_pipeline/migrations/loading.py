@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 from dbinit_pipeline.configuration import LoadedConfig
-from dbinit_pipeline.fastpath.heap import settle
 from dbinit_pipeline.migrations.registry import PackageRegistry
 
 _cache: dict[tuple[str, str], PackageRegistry] = {}
@@ -25,7 +24,6 @@ def registry_for(config: LoadedConfig, run_id: str = "") -> PackageRegistry:
         cached = _cache.get(key) if run_id else None
     if cached is not None:
         return cached
-    settle()  # the imports and definitions: alive until the process ends
     registry = PackageRegistry.discover(
         [config.resolve(p) for p in config.model.packages.paths],
         entry_points=config.model.packages.entry_points,
@@ -37,5 +35,4 @@ def registry_for(config: LoadedConfig, run_id: str = "") -> PackageRegistry:
             if len(_cache) > 8:
                 _cache.clear()
             _cache[key] = registry
-        settle()  # the run's registry, kept for its other stages
     return registry

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ import yaml
 from alembic.script.revision import Revision, RevisionError, RevisionMap
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dbinit_pipeline.errors import PackageError
+from dbinit_pipeline.errors import ErrorCode, PackageError
+from dbinit_pipeline.fastpath.facts_cache import FactsCache
 
 REVISION_MAX = 32  # alembic_version.version_num is VARCHAR(32)
 PACKAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -328,7 +328,7 @@ def read_migration(package: str, path: Path, cache: FactsCache | None = None) ->
                 if len(revision) > REVISION_MAX
                 else "has spaces or control characters"
             ),
-            code="package_invalid",
+            code=ErrorCode.PACKAGE_INVALID,
             suggestions=[
                 f"Use a short id such as the 12 hex digits `dbinit new-migration {package}` writes."
             ],
@@ -350,80 +350,10 @@ def read_migration(package: str, path: Path, cache: FactsCache | None = None) ->
     )
 
 
-class FactsCache:
-    """Facts of scripts and manifests keyed by the sha256 of their content, kept in one JSON file.
-
-    Entries are only ever added for content that parsed cleanly, so a broken file is read (and
-    reported) again every time. The file also records a digest of this module: any change to
-    how facts are derived drops the whole cache. A missing, unreadable or foreign file is an
-    empty cache; a cache that cannot be written is simply not kept.
-    """
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        # Compiled scripts, beside the facts: same key (the content's sha256), same lifetime.
-        self.code_dir = path.with_name("code") if path is not None else None
-        self._scripts: dict[str, dict[str, Any]] = {}
-        self._manifests: dict[str, dict[str, Any]] = {}
-        self._used: set[str] = set()
-        self._dirty = False
-        if path is None:
-            return
-        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-            data = json.loads(path.read_bytes())
-            if data.get("derivation") == _derivation():
-                self._scripts = dict(data["scripts"])
-                self._manifests = dict(data["manifests"])
-
-    def script(self, digest: str) -> dict[str, Any] | None:
-        found = self._scripts.get(digest)
-        if found is not None:
-            self._used.add(digest)
-        return found
-
-    def put_script(self, digest: str, facts: dict[str, Any]) -> None:
-        self._scripts[digest] = facts
-        self._used.add(digest)
-        self._dirty = True
-
-    def manifest(self, digest: str) -> dict[str, Any] | None:
-        found = self._manifests.get(digest)
-        if found is not None:
-            self._used.add(digest)
-        return found
-
-    def put_manifest(self, digest: str, raw: dict[str, Any]) -> None:
-        self._manifests[digest] = raw
-        self._used.add(digest)
-        self._dirty = True
-
-    def save(self) -> None:
-        """Write the entries used since loading (entries of files gone or changed are dropped)."""
-        unused = (len(self._scripts) + len(self._manifests)) - len(self._used)
-        if self.path is None or not (self._dirty or unused > 0):
-            return
-        payload = {
-            "derivation": _derivation(),
-            "scripts": {k: v for k, v in self._scripts.items() if k in self._used},
-            "manifests": {k: v for k, v in self._manifests.items() if k in self._used},
-        }
-        with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".facts-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as handle:
-                    json.dump(payload, handle, separators=(",", ":"))
-                os.replace(tmp, self.path)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        self._dirty = False
-
-
 _DERIVATION: list[str] = []
 
 
-def _derivation() -> str:
+def facts_derivation() -> str:
     """A digest of this module's source: the facts are only as good as the code that derived them."""
     if not _DERIVATION:
         _DERIVATION.append(hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
@@ -447,7 +377,7 @@ def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, .
                 raise PackageError(
                     f"Package {package!r}: {m.path} has down_revision {down!r}, "
                     "which no script of this package declares",
-                    code="broken_revision_chain",
+                    code=ErrorCode.BROKEN_REVISION_CHAIN,
                     suggestions=[
                         "Point down_revision at the previous revision of the same package "
                         "(None for the first); dependencies on other packages go in package.yaml."
@@ -462,14 +392,14 @@ def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, .
     if migrations and not bases:
         raise PackageError(
             f"Package {package!r} must have a first revision (down_revision = None); found none (a cycle)",
-            code="broken_revision_chain",
+            code=ErrorCode.BROKEN_REVISION_CHAIN,
             suggestions=["Chain the revisions: each script's down_revision names the one before it."],
         )
     if len(heads) > 1:
         files = ", ".join(by_rev[h].path.name for h in heads)
         raise PackageError(
             f"Package {package!r} has {len(heads)} heads ({files}): its revisions fork",
-            code="multiple_heads",
+            code=ErrorCode.MULTIPLE_HEADS,
             suggestions=[
                 "Point one of the forked scripts' down_revision at the other, or add a merge revision."
             ],
@@ -493,12 +423,14 @@ def order_chain(package: str, migrations: list[Migration]) -> tuple[Migration, .
     except (RevisionError, KeyError) as exc:
         raise PackageError(
             f"Package {package!r}: Alembic cannot order its revisions: {type(exc).__name__}: {exc}",
-            code="broken_revision_chain",
+            code=ErrorCode.BROKEN_REVISION_CHAIN,
             suggestions=["Fix the down_revision, depends_on or branch_labels named above."],
         ) from None
     ordered = [by_rev[r.revision] for r in reversed(walked) if r is not None]
     if len(ordered) != len(migrations):
-        raise PackageError(f"Package {package!r}: its revisions form a cycle", code="broken_revision_chain")
+        raise PackageError(
+            f"Package {package!r}: its revisions form a cycle", code=ErrorCode.BROKEN_REVISION_CHAIN
+        )
     return tuple(ordered)
 
 

@@ -6,14 +6,17 @@ and the file at fault.
 
 from __future__ import annotations
 
+import heapq
 import importlib.metadata
 from collections.abc import Iterable, Mapping, Sequence
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from types import ModuleType
 
-from dbinit_pipeline.errors import PackageError
+from dbinit_pipeline.errors import ErrorCode, PackageError
+from dbinit_pipeline.fastpath.facts_cache import FactsCache
 from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.migrations.package import FactsCache, Package, read_package
+from dbinit_pipeline.migrations.package import Package, facts_derivation, read_package
 
 ENTRY_POINT_GROUP = "dbinit_pipeline.packages"
 CORE = "core"
@@ -47,31 +50,14 @@ def entry_point_folders() -> list[tuple[str, Path]]:
 
 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """One dependency cycle as a path (first name repeated at the end), or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for dep in sorted(graph.get(node, ())):
-            if dep not in graph:
-                continue
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep not in state:
-                cycle = visit(dep)
-                if cycle:
-                    return cycle
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state:
-            cycle = visit(node)
-            if cycle:
-                return cycle
+    """One dependency cycle as a path (first name repeated at the end), or None; names that are
+    not nodes of `graph` are left out (they are reported as unregistered)."""
+    sorter = TopologicalSorter({node: [d for d in deps if d in graph] for node, deps in graph.items()})
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        # graphlib names the cycle from a node back to itself, each followed by one it needs
+        return list(reversed(exc.args[1]))
     return None
 
 
@@ -87,7 +73,7 @@ class PackageRegistry:
         if problems:
             raise PackageError(
                 "Invalid package schemas: " + "; ".join(problems),
-                code="package_invalid",
+                code=ErrorCode.PACKAGE_INVALID,
                 details={"problems": problems},
                 suggestions=["Fix the packages named above; nothing was applied."],
             )
@@ -120,7 +106,7 @@ class PackageRegistry:
                 sources.extend((origin, folder) for folder in _package_folders(root))
         problems: list[str] = []
         packages: list[Package] = []
-        cache = FactsCache(facts_cache) if facts_cache is not None else None
+        cache = FactsCache(facts_cache, facts_derivation()) if facts_cache is not None else None
         for _origin, folder in sources:
             try:
                 packages.append(read_package(folder, cache))
@@ -249,23 +235,18 @@ class PackageRegistry:
         return seen
 
     def _topological(self) -> list[Package]:
-        needs = {name: self.needs(name) - {CORE} for name in self.by_name}
-        indegree = {name: len(needs[name]) for name in self.by_name if name != CORE}
-        dependents: dict[str, list[str]] = {name: [] for name in self.by_name}
-        for name in self.by_name:
-            for dep in needs[name]:
-                dependents[dep].append(name)
-        ready = sorted(n for n, d in indegree.items() if d == 0)
+        """Core first, then every package after what it needs; among those ready at once, the
+        smallest name first (a stable order, so the plan of unchanged packages never changes)."""
+        sorter = TopologicalSorter({name: self.needs(name) - {CORE} for name in self.by_name if name != CORE})
+        sorter.prepare()
         order: list[Package] = [self.by_name[CORE]] if CORE in self.by_name else []
-        while ready:
-            name = ready.pop(0)
+        ready: list[str] = []
+        while sorter.is_active():
+            for name in sorter.get_ready():
+                heapq.heappush(ready, name)
+            name = heapq.heappop(ready)
             order.append(self.by_name[name])
-            newly = []
-            for child in dependents[name]:
-                indegree[child] -= 1
-                if indegree[child] == 0:
-                    newly.append(child)
-            ready = sorted(ready + newly)
+            sorter.done(name)
         return order
 
     # -- queries -----------------------------------------------------------------------

@@ -9,41 +9,33 @@ and the files' checksums say nothing is pending, no script is loaded at all.
 
 from __future__ import annotations
 
-import enum
 import hashlib
-import importlib.util
 import io
-import marshal
-import os
-import queue
 import re
 import sys
-import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.ddl import ExecutableDDLElement
 
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import (
     ApprovalError,
     ChecksumMismatch,
     DbinitError,
+    ErrorCode,
     MigrationError,
     classify,
     describe,
 )
+from dbinit_pipeline.fastpath.code_cache import cached_code, keep_code, save_compiled
+from dbinit_pipeline.fastpath.write_behind import WriteBehind
 from dbinit_pipeline.migrations import ledger
 from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.package import Migration, Package
@@ -97,72 +89,6 @@ class PackageStatus:
     pending: tuple[str, ...]
 
 
-_CODE_TAG = importlib.util.MAGIC_NUMBER.hex()
-
-
-class _CompiledScripts:
-    """Compiled scripts kept in one marshal file of a cache folder, read at most once a process.
-
-    Keyed by the content's sha256 (and the path, which the code object names), so an entry can
-    only ever be the code of the bytes the ledger's checksum describes. One file rather than one
-    per script: opening 2,000 small files cost more than unmarshalling them all.
-    """
-
-    MAX_ENTRIES = 20_000  # past this, a save keeps only what this process used
-
-    def __init__(self, folder: Path) -> None:
-        self.file = folder / f"scripts-{_CODE_TAG}.marshal"
-        self.codes: dict[str, CodeType] | None = None
-        self.used: set[str] = set()
-        self.dirty = False
-
-    def get(self, key: str, filename: str) -> CodeType | None:
-        if self.codes is None:
-            self.codes = {}
-            with suppress(OSError, ValueError, EOFError, TypeError):
-                loaded = marshal.loads(self.file.read_bytes())
-                if isinstance(loaded, dict):
-                    self.codes = {k: v for k, v in loaded.items() if isinstance(v, CodeType)}
-        code = self.codes.get(key)
-        if code is None or code.co_filename != filename:
-            return None
-        self.used.add(key)
-        return code
-
-    def put(self, key: str, code: CodeType) -> None:
-        if self.codes is None:
-            self.codes = {}
-        self.codes[key] = code
-        self.used.add(key)
-        self.dirty = True
-
-    def save(self) -> None:
-        if not self.dirty or self.codes is None:
-            return
-        codes = self.codes
-        if len(codes) > self.MAX_ENTRIES:
-            codes = {k: v for k, v in codes.items() if k in self.used}
-        with suppress(OSError):
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".scripts-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(marshal.dumps(codes))
-                os.replace(tmp, self.file)
-            finally:
-                with suppress(OSError):
-                    os.unlink(tmp)
-        self.dirty = False
-
-
-_compiled: dict[Path, _CompiledScripts] = {}
-
-
-def _save_compiled() -> None:
-    for cache in _compiled.values():
-        cache.save()
-
-
 def _code_of(migration: Migration) -> CodeType:
     """The compiled script, exactly the content whose sha256 the ledger records.
 
@@ -171,15 +97,10 @@ def _code_of(migration: Migration) -> CodeType:
     object is kept under that checksum, like a .pyc but keyed by content and out of the package
     folder (with 2,000 scripts, compiling was a tenth of the apply's Python time).
     """
-    cache: _CompiledScripts | None = None
-    key = ""
     filename = str(migration.path)
-    if migration.code_cache is not None:
-        cache = _compiled.setdefault(migration.code_cache, _CompiledScripts(migration.code_cache))
-        key = f"{migration.checksum}-{hashlib.sha256(filename.encode()).hexdigest()[:16]}"
-        found = cache.get(key, filename)
-        if found is not None:
-            return found
+    found, key = cached_code(migration.code_cache, migration.checksum, filename)
+    if found is not None:
+        return found
     source = migration.path.read_bytes()
     if hashlib.sha256(source).hexdigest() != migration.checksum:
         raise ChecksumMismatch(
@@ -193,8 +114,7 @@ def _code_of(migration: Migration) -> CodeType:
             suggestions=["Rerun once the file is no longer being edited; nothing of this stage was kept."],
         )
     code = compile(source, filename, "exec", dont_inherit=True)
-    if cache is not None:
-        cache.put(key, code)
+    keep_code(migration.code_cache, key, code)
     return code
 
 
@@ -214,7 +134,7 @@ def _load_script(migration: Migration) -> ModuleType:
         raise MigrationError(
             f"Package {migration.package!r}: {migration.path}{at} cannot be imported: "
             f"{type(exc).__name__}: {exc}",
-            code="migration_failed",
+            code=ErrorCode.MIGRATION_FAILED,
             suggestions=[f"Fix {migration.path}; nothing was applied."],
             details={
                 "package": migration.package,
@@ -243,7 +163,7 @@ def check_history(packages: Sequence[Package], applied: dict[tuple[str, str], Le
                 raise ChecksumMismatch(
                     f"Package {pkg.name!r}: revision {revision!r} ({entry.filename}) was applied "
                     f"but is no longer in {pkg.migrations_dir or pkg.path / 'migrations'}",
-                    code="applied_migration_missing",
+                    code=ErrorCode.APPLIED_MIGRATION_MISSING,
                     suggestions=[f"Restore {entry.filename}; applied migrations must not be deleted."],
                 )
         seen_pending: Migration | None = None
@@ -268,7 +188,7 @@ def check_history(packages: Sequence[Package], applied: dict[tuple[str, str], Le
                 raise MigrationError(
                     f"Package {pkg.name!r}: {m.path.name} is applied but the earlier revision "
                     f"{seen_pending.path.name} is not; the history has a gap",
-                    code="history_gap",
+                    code=ErrorCode.HISTORY_GAP,
                     suggestions=[
                         "Never insert a revision before an applied one; append a new revision instead."
                     ],
@@ -318,7 +238,7 @@ def _name_committed_statements(error: MigrationError, m: Migration, executed: Se
 
 
 # Codes that say more than "the migration failed": what to do differs.
-_KEPT_CODES = ("lock_table_full", "statement_timeout", "cancelled")
+_KEPT_CODES = (ErrorCode.LOCK_TABLE_FULL, ErrorCode.STATEMENT_TIMEOUT, ErrorCode.CANCELLED)
 
 
 def _offline_statements(dialect: str, m: Migration) -> list[str]:
@@ -356,270 +276,9 @@ def _transaction(conn: Connection) -> Iterator[None]:
         conn.commit()
 
 
-@dataclass(frozen=True)
-class _Deferred:
-    migration: Migration
-    statement: str
-
-
-class _WriteBehind:
-    """Pipeline the DDL of a batch to the server, so that it never waits for Python in between.
-
-    Applying a migration is Python (import the script, build SQLAlchemy tables, compile DDL)
-    and then the server executing the statements; one after the other, the two add up. Here
-    Alembic's DDL is compiled on the main thread and handed to a sender thread, which sends it
-    in order, in libpq pipeline mode, on the batch's own connection and inside its one
-    transaction, while the main thread goes on with the next migration: the server always has
-    the next statement waiting. Same statements, same order, same transaction, same lock.
-
-    - Only DDL constructs without parameters are deferred. Before anything else SQLAlchemy
-      executes on the connection (a query of a data migration, an ENUM's CREATE TYPE, the
-      ledger), every deferred statement has run and the pipeline is closed, so the server sees
-      exactly the order of a synchronous run. A script that touches the DBAPI connection itself
-      (`Migration.uses_dbapi`) runs only after all before it has run, with nothing deferred.
-    - A server error stops the sender (the transaction is aborted anyway) and is raised,
-      attributed to the migration and the statement that failed, at the next deferral, before
-      the next synchronous statement, or at `drain()`, whichever comes first. It is sticky: a
-      script that swallows it cannot hide it from `drain()`.
-    - A ledger entry's duration is its script's Python time plus its statements' time on the
-      server as the client sees it (from when a statement could start to when its result came).
-    """
-
-    def __init__(
-        self,
-        conn: Connection,
-        dbapi: Any,
-        impl: Any,
-        failure: Callable[[Migration, BaseException], DbinitError],
-    ) -> None:
-        self.dialect = conn.dialect
-        self.dbapi = dbapi
-        self.failure = failure
-        self.queue: queue.Queue[_Deferred | _Marker] = queue.Queue()
-        self.error: DbinitError | None = None
-        self.current: Migration | None = None
-        # Inside a script's autocommit_block(): nothing is deferred.
-        self.suspended = False
-        self.server_s: dict[tuple[str, str], float] = {}
-        self._original_exec = impl._exec
-        self._drained = threading.Event()
-        self._abandon = False
-        self._thread = threading.Thread(target=self._send, name="dbinit-ddl-sender", daemon=True)
-        # Sender state: the open pipeline, and statements sent whose result has not come yet.
-        self._pipeline: ExitStack | None = None
-        self._inflight: deque[tuple[_Deferred, Any, float]] = deque()
-        self._last_result = 0.0
-
-    @classmethod
-    @contextmanager
-    def over(
-        cls,
-        conn: Connection,
-        ctx: MigrationContext,
-        failure: Callable[[Migration, BaseException], DbinitError],
-    ) -> Iterator[_WriteBehind | None]:
-        """A write-behind for `ctx` on `conn` where it is safe, else None (everything synchronous)."""
-        dbapi = conn.connection.driver_connection
-        dispatch = conn.dispatch
-        listened = any(
-            bool(listeners)
-            for listeners in (
-                dispatch.before_execute,
-                dispatch.after_execute,
-                dispatch.before_cursor_execute,
-                dispatch.after_cursor_execute,
-            )
-        )
-        if (
-            dbapi is None
-            or conn.dialect.name != "postgresql"
-            or conn.dialect.driver != "psycopg"
-            or not _pipeline_supported()
-            or listened  # someone watches each statement: keep them all on SQLAlchemy's path
-            or conn.get_execution_options().get("schema_translate_map")
-            or ctx.impl.as_sql
-        ):
-            yield None
-            return
-        behind = cls(conn, dbapi, ctx.impl, failure)
-        behind._thread.start()
-        ctx.impl._exec = behind._exec  # type: ignore[method-assign]
-        event.listen(conn, "before_cursor_execute", behind._before_synchronous)
-        try:
-            yield behind
-        except BaseException:
-            behind._abandon = True
-            raise
-        finally:
-            event.remove(conn, "before_cursor_execute", behind._before_synchronous)
-            del ctx.impl._exec  # back to the class's own method
-            behind.queue.put(_Marker.STOP)
-            behind._thread.join()
-
-    # -- main thread -----------------------------------------------------------------------
-    def start(self, m: Migration) -> None:
-        self._raise_pending()
-        if m.uses_dbapi:
-            self.drain()
-        self.current = m
-
-    def finish(self, m: Migration) -> None:
-        self.current = None
-        if m.uses_dbapi:
-            self.drain()
-
-    def drain(self) -> None:
-        """Wait until every deferred statement has run and the pipeline is closed; raise the
-        first failure."""
-        self._drained.clear()
-        self.queue.put(_Marker.DRAIN)
-        while not self._drained.wait(1.0):
-            if not self._thread.is_alive():
-                raise MigrationError("The DDL sender thread stopped before sending every statement")
-        self._raise_pending()
-
-    def with_server_time(self, entry: LedgerEntry) -> LedgerEntry:
-        extra = self.server_s.get((entry.package, entry.revision), 0.0)
-        return replace(entry, duration_ms=entry.duration_ms + int(extra * 1000))
-
-    def _raise_pending(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def _exec(
-        self,
-        construct: Any,
-        execution_options: Any = None,
-        multiparams: Any = None,
-        params: Any = None,
-    ) -> Any:
-        self._raise_pending()
-        m = self.current
-        if (
-            m is not None
-            and not self.suspended
-            and not m.uses_dbapi
-            and isinstance(construct, ExecutableDDLElement)
-            and not execution_options
-            and not multiparams
-            and not params
-        ):
-            self.queue.put(_Deferred(m, str(construct.compile(dialect=self.dialect))))
-            return None
-        if params is None:
-            return self._original_exec(construct, execution_options, multiparams)
-        return self._original_exec(construct, execution_options, multiparams, params)
-
-    def _before_synchronous(self, *_: Any) -> None:
-        self.drain()
-
-    # -- sender thread ---------------------------------------------------------------------
-    def _send(self) -> None:
-        while True:
-            item = self.queue.get()
-            try:
-                if not isinstance(item, _Deferred):
-                    self._close_pipeline()
-                elif not (self._abandon or self.error is not None):
-                    self._send_one(item)
-            except BaseException as exc:  # never leave the main thread waiting on a dead sender
-                if self.error is None:
-                    self.error = MigrationError(f"Sending deferred DDL failed: {type(exc).__name__}: {exc}")
-            finally:
-                if not isinstance(item, _Deferred):
-                    self._drained.set()
-            if item is _Marker.STOP:
-                return
-
-    def _send_one(self, item: _Deferred) -> None:
-        try:
-            if self._pipeline is None:
-                self._pipeline = ExitStack()
-                self._pipeline.enter_context(self.dbapi.pipeline())
-                self._last_result = time.perf_counter()
-            cursor = self.dbapi.cursor()
-            self._inflight.append((item, cursor, time.perf_counter()))
-            # The parameters SQLAlchemy itself passes for DDL, so that `%%` reads as `%` (without a
-            # `%` there is nothing to unescape, and psycopg need not scan the statement); the
-            # call sends the statement and collects whatever results have come back meanwhile.
-            cursor.execute(item.statement, {} if "%" in item.statement else None)
-            self._collect()
-        except Exception as exc:
-            self._failed(exc)
-
-    def _close_pipeline(self) -> None:
-        """Sync: wait for every result, leave pipeline mode."""
-        if self._pipeline is None:
-            return
-        pipeline, self._pipeline = self._pipeline, None
-        try:
-            pipeline.close()
-            self._collect()
-        except Exception as exc:
-            self._failed(exc)
-        finally:
-            for _, cursor, _ in self._inflight:
-                with suppress(Exception):
-                    cursor.close()
-            self._inflight.clear()
-
-    def _collect(self) -> None:
-        """Note the statements whose result has come back (results come in order)."""
-        while self._inflight and self._inflight[0][1].pgresult is not None:
-            item, cursor, sent = self._inflight.popleft()
-            now = time.perf_counter()
-            key = item.migration.key
-            self.server_s[key] = self.server_s.get(key, 0.0) + now - max(sent, self._last_result)
-            self._last_result = now
-            with suppress(Exception):
-                cursor.close()
-
-    def _failed(self, exc: Exception) -> None:
-        """The first statement without a good result is the one the server refused."""
-        if self.error is not None:
-            return
-        failed = next(
-            (item for item, cursor, _ in self._inflight if not _succeeded(cursor)),
-            self._inflight[-1][0] if self._inflight else None,
-        )
-        if failed is None:
-            self.error = MigrationError(f"Sending deferred DDL failed: {type(exc).__name__}: {exc}")
-        else:
-            self.error = self.failure(failed.migration, self._wrap(exc, failed.statement))
-        if self._pipeline is not None:
-            pipeline, self._pipeline = self._pipeline, None
-            with suppress(Exception):
-                pipeline.close()
-        for _, cursor, _ in self._inflight:
-            with suppress(Exception):
-                cursor.close()
-        self._inflight.clear()
-
-    def _wrap(self, exc: Exception, statement: str) -> BaseException:
-        """The exception SQLAlchemy would have raised for this statement."""
-        dbapi = self.dialect.loaded_dbapi
-        if not isinstance(exc, dbapi.Error):
-            return exc
-        return DBAPIError.instance(statement, {}, exc, dbapi.Error, dialect=self.dialect, ismulti=False)
-
-
-class _Marker(enum.Enum):
-    DRAIN = "drain"
-    STOP = "stop"
-
-
-def _succeeded(cursor: Any) -> bool:
-    result = cursor.pgresult
-    return result is not None and result.status in (1, 2)  # COMMAND_OK, TUPLES_OK
-
-
-def _pipeline_supported() -> bool:
-    try:
-        import psycopg
-
-        return bool(psycopg.Pipeline.is_supported())
-    except Exception:
-        return False
+def _with_server_time(behind: WriteBehind, entry: LedgerEntry) -> LedgerEntry:
+    """The entry's duration with its deferred statements' server time added."""
+    return replace(entry, duration_ms=entry.duration_ms + behind.server_ms((entry.package, entry.revision)))
 
 
 class MigrationRunner:
@@ -661,7 +320,7 @@ class MigrationRunner:
             raise ApprovalError(
                 f"Pending revision(s) outside the approved plan of {self.database!r}: {names}; "
                 "nothing was applied",
-                code="plan_changed",
+                code=ErrorCode.PLAN_CHANGED,
                 suggestions=[
                     "Review the current plan (dbinit plan ENV) and have it approved, then launch a new run.",
                 ],
@@ -716,7 +375,7 @@ class MigrationRunner:
         try:
             return self._plan_sql(packages, database_exists=database_exists)
         finally:
-            _save_compiled()
+            save_compiled()
 
     def _plan_sql(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
         applied: dict[tuple[str, str], LedgerEntry] = {}
@@ -783,7 +442,7 @@ class MigrationRunner:
         try:
             return self._apply(packages)
         finally:
-            _save_compiled()
+            save_compiled()
 
     def _apply(self, packages: Sequence[Package]) -> ApplyReport:
         started = time.perf_counter()
@@ -846,7 +505,7 @@ class MigrationRunner:
             done = 0
             with (
                 script_environment(connection=conn) as env,
-                _WriteBehind.over(conn, env.context, self._migration_failure) as behind,
+                WriteBehind.over(conn, env.context, self._migration_failure) as behind,
             ):
                 own_transaction(env.context, conn)
 
@@ -857,7 +516,7 @@ class MigrationRunner:
                         behind.suspended = True
                     finished = entries[recorded:]
                     if behind is not None:
-                        finished = [behind.with_server_time(e) for e in finished]
+                        finished = [_with_server_time(behind, e) for e in finished]
                     ledger.record(conn, finished)
                     self._set_heads(conn, packages, finished)
                     recorded = len(entries)
@@ -882,7 +541,7 @@ class MigrationRunner:
                     outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
                 if behind is not None:
                     behind.drain()
-                    entries = [behind.with_server_time(e) for e in entries]
+                    entries = [_with_server_time(behind, e) for e in entries]
             ledger.record(conn, entries[recorded:])
             self._set_heads(conn, packages, entries[recorded:])
             self._sync_versions(conn, packages, applied)
@@ -977,7 +636,7 @@ class MigrationRunner:
         return outcomes
 
     def _run_one(
-        self, m: Migration, behind: _WriteBehind | None = None, env: ScriptEnvironment | None = None
+        self, m: Migration, behind: WriteBehind | None = None, env: ScriptEnvironment | None = None
     ) -> LedgerEntry:
         if behind is not None:
             behind.start(m)
@@ -1015,7 +674,7 @@ class MigrationRunner:
                 raise MigrationError(
                     f"{package}:{revision} is not marked as started-and-unfinished in {self.database!r} "
                     f"(marked: {known}); nothing was changed",
-                    code="not_dirty",
+                    code=ErrorCode.NOT_DIRTY,
                     suggestions=["Run dbinit init ENV: it names the unfinished migration, if any."],
                 )
             if applied:
@@ -1060,7 +719,7 @@ class MigrationRunner:
             f"{first.run_id} at {first.started_at} and never finished: its process ended before it "
             f"could record the outcome, and {self.provider.name} committed each of its DDL statements "
             "as it ran, so some of them may be in the database",
-            code="migration_dirty",
+            code=ErrorCode.MIGRATION_DIRTY,
             suggestions=[
                 "Inspect the database for the effects of the statements listed in details.statements "
                 "(the migration's SQL, in order).",
@@ -1084,7 +743,7 @@ class MigrationRunner:
         )
         line = script_line(exc, m.path)
         at = f", line {line}" if line else ""
-        if classified.code == "internal_error":
+        if classified.code == ErrorCode.INTERNAL_ERROR:
             # Not dbinit's fault: the script raised it.
             cause = f"{type(exc).__name__}: {describe(exc)}"
         else:
@@ -1103,7 +762,7 @@ class MigrationRunner:
         ]
         return MigrationError(
             message,
-            code=classified.code if classified.code in _KEPT_CODES else "migration_failed",
+            code=classified.code if classified.code in _KEPT_CODES else ErrorCode.MIGRATION_FAILED,
             transient=classified.transient,
             suggestions=suggestions,
             details={

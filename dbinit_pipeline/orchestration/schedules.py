@@ -16,7 +16,7 @@ from dagster import DefaultScheduleStatus, JobDefinition, ScheduleDefinition
 from dagster._utils.schedules import is_valid_cron_string
 
 from dbinit_pipeline.configuration import LoadedConfig
-from dbinit_pipeline.errors import ConfigurationError
+from dbinit_pipeline.errors import ConfigurationError, ErrorCode
 from dbinit_pipeline.orchestration.jobs import job_name
 
 REBUILD_TAG = "dbinit/trigger"
@@ -43,7 +43,7 @@ def build_rebuild_schedule(config: LoadedConfig, environment: str, job: JobDefin
     if config.is_protected(environment):
         raise ConfigurationError(
             f"{key}: rebuild schedules are refused for the protected environment {environment!r}",
-            code="recreate_refused",
+            code=ErrorCode.RECREATE_REFUSED,
             suggestions=[f"Remove {key} from {config.path}."],
         )
     if not is_valid_cron_string(rebuild.cron):

@@ -6,15 +6,15 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import ProgrammingError
 
 from dbinit_pipeline.database.server import DatabaseServer
-from dbinit_pipeline.errors import DatabaseExists, InputError
-from dbinit_pipeline.pipeline.results import DatabaseReady, InitPlan, Provisioned
+from dbinit_pipeline.errors import DatabaseExists, ErrorCode, InputError
+from dbinit_pipeline.pipeline.results import DatabaseAction, DatabaseReady, InitPlan, Provisioned
 from dbinit_pipeline.pipeline.template_use import FromTemplate
 from dbinit_pipeline.safety.protection import write_mark
 
 
 def ensure_database(
     server: DatabaseServer, plan: InitPlan, *, make: Callable[[Connection, str], None] | None = None
-) -> tuple[str, bool]:
+) -> tuple[DatabaseAction, bool]:
     """Create, reuse, refuse or recreate the database; returns (action, existed_before).
 
     `make` creates the database where it is built from empty (default: an empty CREATE DATABASE)."""
@@ -46,7 +46,7 @@ def ensure_database(
             if plan.protected:
                 raise InputError(
                     f"if_exists 'recreate' is refused for the protected environment {plan.environment!r}",
-                    code="recreate_refused",
+                    code=ErrorCode.RECREATE_REFUSED,
                 )
             provider.drop_database(conn, name)
             make(conn, name)

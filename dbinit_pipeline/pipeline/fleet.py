@@ -22,7 +22,14 @@ from typing import Any
 
 from dbinit_pipeline.configuration import FleetSettings, LoadedConfig
 from dbinit_pipeline.database.server import DatabaseServer, ServerRef
-from dbinit_pipeline.errors import ConfigurationError, DbinitError, InputError, LockTimeout, classify
+from dbinit_pipeline.errors import (
+    ConfigurationError,
+    DbinitError,
+    ErrorCode,
+    InputError,
+    LockTimeout,
+    classify,
+)
 from dbinit_pipeline.infrastructure.provisioner import provision
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.pipeline.cleanup import cleanup_after_failure
@@ -152,7 +159,7 @@ def initialize_tenant(
         if not tenant or not tenant.replace("_", "").isalnum() or tenant != tenant.lower():
             raise InputError(
                 f"Tenant name {tenant!r} must be lowercase letters, digits and underscores",
-                code="invalid_tenant",
+                code=ErrorCode.INVALID_TENANT,
                 suggestions=["Rename the tenant, e.g. acme_corp."],
             )
         name = tenant_database(config, environment, tenant)

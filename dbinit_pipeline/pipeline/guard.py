@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.database.server import DatabaseServer
-from dbinit_pipeline.errors import ApprovalError
+from dbinit_pipeline.errors import ApprovalError, ErrorCode
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.pipeline.results import InitPlan, Provisioned
 from dbinit_pipeline.safety.approval import command_for
@@ -38,7 +38,7 @@ def refuse_changed_sources(config: LoadedConfig, plan: InitPlan, *, run_id: str)
         f"The package files changed since run {plan.run_id or '?'} validated its plan: "
         + "; ".join(found)
         + ". This run applies nothing it did not validate",
-        code="plan_changed",
+        code=ErrorCode.PLAN_CHANGED,
         suggestions=[
             *fix,
             f"Then launch a new run (dbinit init {plan.environment}, or Launch Run in the UI): "

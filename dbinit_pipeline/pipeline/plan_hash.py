@@ -32,6 +32,8 @@ from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.database.providers import provider_for
 from dbinit_pipeline.database.server import DatabaseServer, ServerRef
+from dbinit_pipeline.infrastructure.cloud import cloud_identity
+from dbinit_pipeline.infrastructure.provisioner import embedded_server_for, provision, server_from_env
 from dbinit_pipeline.migrations import ledger
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.migrations.runner import pending_of
@@ -150,18 +152,12 @@ def server_identity(ref: ServerRef) -> str:
 
 def _locate(config: LoadedConfig, plan: InitPlan) -> tuple[str, ServerRef | None, str]:
     """(server identity, a server to read the ledger from or None, why None)."""
-    # Imported here: the provisioner sits above the stages, and the stages' failure path
-    # (through the run lock) imports this module.
-    from dbinit_pipeline.infrastructure.provisioner import embedded_server_for, provision, server_from_env
-
     if plan.hosting == "local":
         ref = server_from_env(config, plan)
         return server_identity(ref), ref, ""
     if plan.hosting == "embedded":
         identity = f"embedded:{embedded_server_for(config, plan.environment).pgdata}"
     elif plan.hosting in ("gcp-sql", "azure-sql"):
-        from dbinit_pipeline.infrastructure.cloud import cloud_identity
-
         identity = cloud_identity(config, plan.environment, plan.hosting)
     else:
         aws = config.environment(plan.environment).aws

@@ -4,14 +4,39 @@ the ops is data flow, and no result ever carries a password."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 from dbinit_pipeline.database.server import ServerRef
+from dbinit_pipeline.infrastructure.cloud import Infrastructure
 from dbinit_pipeline.migrations.runner import ApplyReport
 from dbinit_pipeline.safety.pinned import PinnedSources
+from dbinit_pipeline.verify.health import HealthStatus
 
-if TYPE_CHECKING:
-    from dbinit_pipeline.pipeline.templates import TemplateUse
+# The states a stage reports, as they appear in the responses.
+DatabaseAction = Literal["created", "existing", "recreated", "would_create", "would_recreate"]
+TemplateStatus = Literal["cloned", "replayed", "unavailable"]
+
+
+@dataclass(frozen=True)
+class TemplateUse:
+    """How a database that was built from empty came to be: cloned, or replayed and why."""
+
+    status: TemplateStatus
+    plan_hash: str | None
+    note: str
+    template_database: str | None = None
+    built_by_run: str | None = None
+
+    @property
+    def cloned(self) -> bool:
+        return self.status == "cloned"
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"status": self.status, "plan_hash": self.plan_hash, "note": self.note}
+        if self.template_database:
+            data["template_database"] = self.template_database
+            data["built_by_run"] = self.built_by_run
+        return data
 
 
 @dataclass(frozen=True)
@@ -58,7 +83,7 @@ class Provisioned:
 
     approved: Approved
     server: ServerRef
-    infrastructure: str  # embedded | existing | provisioned | would_provision
+    infrastructure: Infrastructure
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,7 +96,7 @@ class DatabaseReady:
     """create: the target database, and whether this run created it."""
 
     provisioned: Provisioned
-    action: str  # created | existing | recreated | would_create | would_recreate
+    action: DatabaseAction
     existed_before: bool
     template: TemplateUse | None = None  # set where templates are on and it was built from empty
 
@@ -127,7 +152,7 @@ class Verified:
     packages: PackagesApplied
     schema: dict[str, Any]
     health: dict[str, Any]
-    status: str  # healthy | degraded | unhealthy | skipped
+    status: HealthStatus
     template_kept: dict[str, Any] | None = None  # a template kept after this verify (templates.py)
 
     @property

@@ -10,10 +10,9 @@ from sqlalchemy import Connection
 from dbinit_pipeline.configuration import LoadedConfig, load_cached
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline.pipeline.results import DatabaseReady, InitPlan
+from dbinit_pipeline.pipeline.results import DatabaseReady, InitPlan, TemplateUse
 from dbinit_pipeline.pipeline.templates import (
     TemplatePolicy,
-    TemplateUse,
     create_from_template,
     keep_template,
     record_clone,

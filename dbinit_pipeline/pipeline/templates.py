@@ -39,6 +39,7 @@ from dbinit_pipeline.errors import describe
 from dbinit_pipeline.migrations import ledger
 from dbinit_pipeline.migrations.runner import pending_of
 from dbinit_pipeline.pipeline.plan_hash import plan_hash
+from dbinit_pipeline.pipeline.results import TemplateUse
 
 if TYPE_CHECKING:
     from dbinit_pipeline.configuration import LoadedConfig
@@ -173,28 +174,6 @@ def find_template(
         ),
         None,
     )
-
-
-@dataclass(frozen=True)
-class TemplateUse:
-    """How a database that was built from empty came to be: cloned, or replayed and why."""
-
-    status: str  # cloned | replayed | unavailable
-    plan_hash: str | None
-    note: str
-    template_database: str | None = None
-    built_by_run: str | None = None
-
-    @property
-    def cloned(self) -> bool:
-        return self.status == "cloned"
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"status": self.status, "plan_hash": self.plan_hash, "note": self.note}
-        if self.template_database:
-            data["template_database"] = self.template_database
-            data["built_by_run"] = self.built_by_run
-        return data
 
 
 def unavailable(provider_name: str, reason: str) -> TemplateUse:

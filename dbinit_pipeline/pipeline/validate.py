@@ -4,14 +4,12 @@ import os
 import re
 from dataclasses import dataclass
 
-from dbinit_pipeline.configuration import CLOUD_HOSTINGS, LoadedConfig
+from dbinit_pipeline.configuration import CLOUD_HOSTINGS, IF_EXISTS, LoadedConfig
 from dbinit_pipeline.database.providers import provider_for
-from dbinit_pipeline.errors import ConfigurationError, InputError
+from dbinit_pipeline.errors import ConfigurationError, ErrorCode, InputError
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.pipeline.results import InitPlan
 from dbinit_pipeline.safety.pinned import pin_registry
-
-IF_EXISTS = ("reuse", "error", "recreate")
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
         if not os.environ.get(var):
             raise ConfigurationError(
                 f"Environment variable {var} is not set (environment {environment!r} reads its server from it)",
-                code="missing_connection_variable",
+                code=ErrorCode.MISSING_CONNECTION_VARIABLE,
                 suggestions=[
                     f"export {var}={provider.example_url}",
                     "The URL names the server and the credentials; its database part is only the "
@@ -73,7 +71,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
     if if_exists == "recreate" and protected:
         raise InputError(
             f"if_exists 'recreate' is refused for the protected environment {environment!r}",
-            code="recreate_refused",
+            code=ErrorCode.RECREATE_REFUSED,
             suggestions=["Use reuse (the default) or error; drop a protected database by hand if you must."],
         )
     registry = registry_for(config, run_id)

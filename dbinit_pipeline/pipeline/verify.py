@@ -4,7 +4,7 @@ from typing import Any
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.database.server import DatabaseServer
-from dbinit_pipeline.errors import VerificationError
+from dbinit_pipeline.errors import ErrorCode, VerificationError
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.pipeline.results import PackagesApplied, Verified
 from dbinit_pipeline.pipeline.template_use import keep_after_verify
@@ -48,7 +48,7 @@ def verify_applied(config: LoadedConfig, applied: PackagesApplied) -> Verified:
         raise VerificationError(
             f"Database {plan.database_name} failed verification: "
             + ("; ".join(outcome.schema["drift"][:20]) or f"unhealthy checks: {', '.join(failing)}"),
-            code="schema_drift" if outcome.schema["drift"] else "unhealthy",
+            code=ErrorCode.SCHEMA_DRIFT if outcome.schema["drift"] else ErrorCode.UNHEALTHY,
             details={"schema": outcome.schema, "health": outcome.health},
             suggestions=[
                 f"Inspect it: dbinit health {plan.environment}",

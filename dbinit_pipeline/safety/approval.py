@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TextIO
 
 from dbinit_pipeline.configuration import LoadedConfig, find_config_path
-from dbinit_pipeline.errors import ApprovalError, InputError
+from dbinit_pipeline.errors import ApprovalError, ErrorCode, InputError
 from dbinit_pipeline.notification import Notification, notifier_from_config
 from dbinit_pipeline.pipeline.plan_hash import PlanDigest, compute_plan, differences
 from dbinit_pipeline.pipeline.results import Approved, InitPlan
@@ -43,7 +43,7 @@ def parse_duration(text: str, *, source: str) -> timedelta:
     if not compact or match is None or not any(match.groupdict().values()):
         raise InputError(
             f"{source}: {text!r} is not a duration",
-            code="invalid_duration",
+            code=ErrorCode.INVALID_DURATION,
             suggestions=["Write a number and a unit: 90s, 15m, 24h, 7d, or combined: 1h30m."],
         )
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
@@ -59,7 +59,7 @@ def parse_duration(text: str, *, source: str) -> timedelta:
     if duration <= timedelta(0) or duration > MAX_TTL:
         raise InputError(
             f"{source}: {text!r} must be more than 0s and at most 30d",
-            code="invalid_duration",
+            code=ErrorCode.INVALID_DURATION,
             suggestions=["An approval is for one run soon after it is given: 24h is the default."],
         )
     return duration
@@ -70,7 +70,7 @@ def _person(name: str, *, flag: str = "--by") -> str:
     if not cleaned or len(cleaned) > NAME_MAX or not cleaned.isprintable():
         raise InputError(
             f"{flag}: {name[:40]!r} is not a name (give your own name, 1 to {NAME_MAX} printable characters)",
-            code="invalid_name",
+            code=ErrorCode.INVALID_NAME,
             suggestions=[f"For example {flag} alice."],
         )
     return cleaned
@@ -87,7 +87,7 @@ def _reason(text: str | None) -> str | None:
         raise InputError(
             f"--reason must be printable text on one line, at most {REASON_MAX} characters "
             "(no control characters, terminal escapes, CR or LF)",
-            code="invalid_reason",
+            code=ErrorCode.INVALID_REASON,
             suggestions=['For example --reason "release 7: adds invoices"'],
         )
     return text.strip() or None
@@ -118,7 +118,7 @@ def _needs_approval(config: LoadedConfig, plan: InitPlan) -> None:
         raise ApprovalError(
             f"Environment {plan.environment!r} needs no approval: it is not in "
             f"safety.protected_environments and has no require_approval ({config.path})",
-            code="approval_not_required",
+            code=ErrorCode.APPROVAL_NOT_REQUIRED,
             suggestions=[f"Run it directly: dbinit init {plan.environment}"],
         )
 
@@ -129,7 +129,7 @@ def _require_approvers(config: LoadedConfig, environment: str) -> list[str]:
         raise ApprovalError(
             f"No approvers are configured for environment {environment!r}: safety.approvers."
             f"{environment} is empty in {config.path}",
-            code="no_approvers",
+            code=ErrorCode.NO_APPROVERS,
             suggestions=[f"Add safety.approvers.{environment}: [name, ...] to {config.path}."],
         )
     return names
@@ -228,7 +228,7 @@ def approve_plan(
         raise ApprovalError(
             f"{approver!r} is not an approver of environment {plan.environment!r} "
             f"(safety.approvers.{plan.environment}: {', '.join(names)})",
-            code="approver_unknown",
+            code=ErrorCode.APPROVER_UNKNOWN,
             suggestions=[
                 f"Ask one of {', '.join(names)} to approve.",
                 f"Or add {approver!r} to safety.approvers.{plan.environment} in {config.path}.",
@@ -246,7 +246,7 @@ def approve_plan(
             raise ApprovalError(
                 f"The plan you reviewed ({expected_hash[:64]}) is not the current plan of "
                 f"{plan.database_name} ({digest.hash}); nothing was approved",
-                code="plan_changed",
+                code=ErrorCode.PLAN_CHANGED,
                 suggestions=[
                     f"Review the current plan: dbinit plan {plan.environment}, then approve its hash.",
                     "Give at least the first 8 characters of the hash to --plan-hash.",
@@ -260,7 +260,7 @@ def approve_plan(
         others = [n for n in names if n.casefold() != approver.casefold()]
         raise ApprovalError(
             f"{approver!r} requested this plan of {plan.database_name} and cannot approve it too",
-            code="self_approval",
+            code=ErrorCode.SELF_APPROVAL,
             suggestions=[
                 f"Ask another approver of {plan.environment!r}: {', '.join(others) or '(none configured)'}."
             ],
@@ -300,14 +300,14 @@ def _refusal(
     target = f"database {plan.database_name!r} of the protected environment {plan.environment!r}"
     if expired:
         r = expired[0]
-        code = "approval_expired"
+        code = ErrorCode.APPROVAL_EXPIRED
         reason = (
             f"the approval of this plan by {r.approved_by} expired at {_stamp(r.expires_at)} "
             f"(given {_stamp(r.approved_at)})"
         )
     elif changed:
         r = changed[0]
-        code = "plan_changed"
+        code = ErrorCode.PLAN_CHANGED
         reason = (
             f"the plan changed since {r.approved_by} approved it at {_stamp(r.approved_at)}: approved plan "
             f"{r.plan_hash[:12]}, current plan {digest.short}; "
@@ -315,13 +315,13 @@ def _refusal(
         )
     elif used:
         r = used[0]
-        code = "approval_used"
+        code = ErrorCode.APPROVAL_USED
         reason = (
             f"the approval of this plan by {r.approved_by} was already used by run {r.used_by_run} "
             f"at {_stamp(r.used_at or now)}; one approval serves one run"
         )
     else:
-        code = "approval_missing"
+        code = ErrorCode.APPROVAL_MISSING
         reason = "no approval exists for this plan"
     message = f"Initializing {target} needs an approval of plan {digest.short}: {reason}"
     suggestions = [
@@ -365,7 +365,7 @@ def require_approval(
     if scheduled and plan.protected:
         raise InputError(
             f"Scheduled runs are refused for the protected environment {plan.environment!r}",
-            code="schedule_refused",
+            code=ErrorCode.SCHEDULE_REFUSED,
             suggestions=["Rebuild schedules are for throw-away environments; launch this run by hand."],
         )
     if not plan.needs_approval:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from dbinit_pipeline.database.server import DatabaseServer
-from dbinit_pipeline.errors import InputError, classify
+from dbinit_pipeline.errors import ErrorCode, InputError, classify
 
 PROTECTION_TABLE = "dbinit_protection"
 
@@ -41,7 +41,7 @@ def read_mark(server: DatabaseServer, database: str) -> ProtectionMark | None:
     try:
         conn = server.engine(database).connect()
     except Exception as exc:
-        if classify(exc).code == "database_missing":
+        if classify(exc).code == ErrorCode.DATABASE_MISSING:
             return None
         raise
     with conn:
@@ -87,7 +87,7 @@ def refuse_if_protected(
     raise InputError(
         f"Database {database!r} is protected: the protected environment {owner!r} initialized it "
         f"(run {mark.run_id}, {since}); a run of environment {environment!r} may not {what}",
-        code="database_protected",
+        code=ErrorCode.DATABASE_PROTECTED,
         suggestions=[
             f"Initialize it from its own environment, with an approval: dbinit init {owner}",
             "Or give this environment its own database (database_name, or --database-name).",

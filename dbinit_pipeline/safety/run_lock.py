@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.database.server import DatabaseServer, ServerRef
-from dbinit_pipeline.errors import DbinitError, LockTimeout, classify, describe
+from dbinit_pipeline.errors import DbinitError, ErrorCode, LockTimeout, classify, describe
 from dbinit_pipeline.pipeline.plan_hash import server_identity
 from dbinit_pipeline.pipeline.results import InitPlan, Provisioned
 from dbinit_pipeline.safety.state_store import LockHolder, StateStore, utcnow
@@ -105,11 +105,11 @@ def _lock_connection(database: DatabaseServer) -> Connection:
         return database.engine(where).connect()
     except Exception as exc:
         error = classify(exc, during=f"connecting for the run lock to {where or 'the maintenance database'}")
-        if where is None or error.code != "database_missing":
+        if where is None or error.code != ErrorCode.DATABASE_MISSING:
             raise error from None
         raise DbinitError(
             f"The run lock lives in the database {where!r} of the server, which does not exist",
-            code="lock_unavailable",
+            code=ErrorCode.LOCK_UNAVAILABLE,
             suggestions=[
                 f"Create it (CREATE DATABASE {where}): every run takes its lock there, so that runs "
                 "whose URLs name different maintenance databases still exclude each other.",

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from dbinit_pipeline.errors import ConfigurationError, StateStoreError, describe
+from dbinit_pipeline.errors import ConfigurationError, ErrorCode, StateStoreError, describe
 from dbinit_pipeline.redaction import redact, redact_data, register_secret
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ def state_url(config: LoadedConfig) -> URL:
     except (ArgumentError, ValueError):
         raise ConfigurationError(
             f"{STATE_URL_VAR} does not hold a valid database URL",
-            code="invalid_state_url",
+            code=ErrorCode.INVALID_STATE_URL,
             suggestions=[
                 f"Set {STATE_URL_VAR} to a URL like postgresql://user:password@host:5432/dbinit_state,",
                 f"or unset it to use {config.state_dir / STATE_FILE}.",

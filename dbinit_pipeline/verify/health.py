@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, text
 
@@ -40,16 +40,21 @@ _RANK = {"healthy": 0, "unknown": 0, "degraded": 1, "unhealthy": 2}
 class VerifyOutcome:
     schema: dict[str, Any]
     health: dict[str, Any]
-    status: str
+    status: HealthStatus
 
 
-def worst(statuses: Sequence[str]) -> str:
+# A check's or a database's state, worst last; `skipped` where nothing was checked (a dry run).
+HealthStatus = Literal["healthy", "degraded", "unhealthy", "skipped"]
+
+
+def worst(statuses: Sequence[str]) -> HealthStatus:
     """The overall status: unhealthy beats degraded beats healthy."""
     level = max((_RANK.get(s, 0) for s in statuses), default=0)
-    return {0: "healthy", 1: "degraded", 2: "unhealthy"}[level]
+    levels: dict[int, HealthStatus] = {0: "healthy", 1: "degraded", 2: "unhealthy"}
+    return levels[level]
 
 
-def latency_status(ms: float, thresholds: HealthSettings) -> str:
+def latency_status(ms: float, thresholds: HealthSettings) -> HealthStatus:
     if ms >= thresholds.latency_unhealthy_ms:
         return "unhealthy"
     if ms >= thresholds.latency_degraded_ms:

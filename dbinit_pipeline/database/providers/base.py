@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
-from dbinit_pipeline.errors import InputError, UnsupportedError
+from dbinit_pipeline.errors import ErrorCode, InputError, UnsupportedError
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -52,13 +52,13 @@ class Provider(ABC):
             raise InputError(
                 f"Invalid database name {name[:80]!r}: use lowercase letters, digits and "
                 "underscores, starting with a letter or underscore",
-                code="invalid_database_name",
+                code=ErrorCode.INVALID_DATABASE_NAME,
                 suggestions=["For example myapp_dev; the default is <project>_<environment>."],
             )
         if name in self.reserved_databases:
             raise InputError(
                 f"Database name {name!r} is reserved by {self.name}",
-                code="invalid_database_name",
+                code=ErrorCode.INVALID_DATABASE_NAME,
                 suggestions=["Choose a name of your own, such as myapp_dev."],
             )
         return name

@@ -25,6 +25,7 @@ from dbinit_pipeline.errors import (
     ConfigurationError,
     DatabaseExists,
     DatabaseFault,
+    ErrorCode,
     InputError,
     LockTimeout,
     UnsupportedError,
@@ -68,7 +69,7 @@ class MySQLProvider(Provider):
         if backend not in ("mysql", "mariadb"):
             raise ConfigurationError(
                 f"database.provider is mysql but the connection URL is for {backend!r}",
-                code="invalid_connection_url",
+                code=ErrorCode.INVALID_CONNECTION_URL,
                 suggestions=[
                     "Use a URL like mysql+pymysql://USER:PASSWORD@HOST:3306/ for MySQL or MariaDB,",
                     "or set database.provider to match the server.",
@@ -89,7 +90,7 @@ class MySQLProvider(Provider):
         if not _COLLATION.fullmatch(chosen):
             raise InputError(
                 f"database.collation {chosen[:80]!r} is not a utf8mb4 collation",
-                code="invalid_collation",
+                code=ErrorCode.INVALID_COLLATION,
                 suggestions=[f"Use a utf8mb4 collation such as {DEFAULT_COLLATION} or utf8mb4_bin."],
             )
         known = conn.execute(
@@ -98,7 +99,7 @@ class MySQLProvider(Provider):
         if known is None:
             raise InputError(
                 f"database.collation {chosen!r} is not known to this server",
-                code="invalid_collation",
+                code=ErrorCode.INVALID_COLLATION,
                 suggestions=[
                     "List the server's choices: SELECT COLLATION_NAME FROM information_schema.COLLATIONS "
                     f"WHERE CHARACTER_SET_NAME = '{CHARSET}'.",

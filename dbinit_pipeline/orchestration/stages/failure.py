@@ -23,7 +23,7 @@ from dagster import (
     RetryPolicy,
 )
 
-from dbinit_pipeline.errors import DbinitError, classify
+from dbinit_pipeline.errors import DbinitError, ErrorCode, classify
 from dbinit_pipeline.orchestration.resources import OperationLog
 from dbinit_pipeline.pipeline.cleanup import cleanup_after_failure
 from dbinit_pipeline.pipeline.responses import error_response
@@ -73,7 +73,7 @@ def interrupted(exc: BaseException, stage: str) -> DbinitError:
         what = "the run was terminated (from the UI, or by SIGINT/SIGTERM)"
     return DbinitError(
         f"The run was stopped during {stage.replace('_', ' ')}: {what}",
-        code="cancelled",
+        code=ErrorCode.CANCELLED,
         suggestions=[
             "What this stage had begun was rolled back where the server allows it (PostgreSQL); "
             "see cleanup for the database.",

@@ -2,6 +2,7 @@
 
 from dagster import Config, OpExecutionContext, op
 
+from dbinit_pipeline.fastpath.heap import settle
 from dbinit_pipeline.orchestration.resources import OperationLog, ProjectResource
 from dbinit_pipeline.orchestration.stages.failure import TRANSIENT_RETRY, run_stage
 from dbinit_pipeline.pipeline.results import InitPlan
@@ -30,6 +31,7 @@ def validate(
     operation_log: OperationLog,
 ) -> InitPlan:
     """Check parameters and configuration; decide the database name and the package order."""
+    settle()  # the imports and definitions: alive until the process ends
     plan = run_stage(
         context,
         "validate",
@@ -37,6 +39,7 @@ def validate(
         lambda: build_plan(project.load(), project.environment, config.params(), run_id=context.run_id),
         environment=project.environment,
     )
+    settle()  # the run's registry, kept for its other stages
     context.log.info(
         f"validate: environment {plan.environment}, database {plan.database_name}, hosting "
         f"{plan.hosting}, packages in order: {', '.join(plan.package_order)}"
