@@ -7,6 +7,7 @@ from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.resources.operation_log import OperationLog
 from dbinit_pipeline.resources.project import ProjectResource
 from dbinit_pipeline.resources.run_lock import RunLock
+from dbinit_pipeline.schema.alembic_project import apply_all, refuse_unadopted, with_sql_note
 from dbinit_pipeline.schema.loading import registry_for
 from dbinit_pipeline.schema.package import Package
 from dbinit_pipeline.schema.runner import ApplyReport, MigrationRunner, Progress
@@ -39,10 +40,12 @@ def apply_packages(
         statement_timeout_s=config.statement_timeout_s,
     )
     if plan.dry_run:
+        if database.exists:
+            refuse_unadopted(runner, packages, environment=plan.environment)
         if plan.sql:
-            return runner.plan_sql(packages, database_exists=database.exists)
-        return runner.plan_pending(packages, database_exists=database.exists)
-    return runner.apply(packages)
+            return with_sql_note(runner.plan_sql(packages, database_exists=database.exists), packages)
+        return with_sql_note(runner.plan_pending(packages, database_exists=database.exists), packages)
+    return apply_all(runner, packages, environment=plan.environment)
 
 
 def guarded_apply(
