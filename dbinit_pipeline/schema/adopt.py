@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from dbinit_pipeline.errors import ApprovalError, InputError, MigrationError
+from dbinit_pipeline.errors import ApprovalError, DbinitError, InputError, MigrationError
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.schema import ledger
 from dbinit_pipeline.schema.alembic_project import apply_all
@@ -252,7 +252,19 @@ def declared_shapes(
         skip = _bookkeeping(packages)
         before: set[str] = set()
         for pkg in _truncated(packages, keep):
-            apply_all(runner, [pkg])
+            try:
+                apply_all(runner, [pkg])
+            except DbinitError as exc:
+                exc.message = (
+                    f"Verifying the adoption replays the adopted revisions on a scratch database, and "
+                    f"that failed (nothing of {database!r} was changed): {exc.message}"
+                )
+                exc.suggestions.insert(
+                    0,
+                    f"Declare the application's models in {pkg.manifest_path} (models: module:Base): "
+                    "adopting at the head then compares with them instead of replaying.",
+                )
+                raise
             with server.connect(scratch) as conn:
                 now = {t for t in sa.inspect(conn).get_table_names() if not t.startswith("dbinit_")} - skip
                 shapes[pkg.name] = describe_live(conn, sorted(now - before))
