@@ -96,6 +96,17 @@ def _approval_plan(config: LoadedConfig, args: argparse.Namespace) -> Any:
     return build_plan(config, args.environment, params)
 
 
+def _approval_digest(config: LoadedConfig, plan: Any, args: argparse.Namespace) -> Any:
+    """The adoption's plan with --adopt, else None (the init plan)."""
+    if not getattr(args, "adopt", False):
+        return None
+    from dbinit_pipeline.database.server import DatabaseServer
+    from dbinit_pipeline.infrastructure.provisioner import provision
+
+    found = provision(config, plan)
+    return adoption_digest(config, plan, DatabaseServer(found.server), args)
+
+
 def cmd_request(args: argparse.Namespace) -> int:
     from dbinit_pipeline.safety.approval import command_for, request_approval
 
@@ -103,7 +114,14 @@ def cmd_request(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         plan = _approval_plan(config, args)
-        outcome = request_approval(config, plan, by=args.by, reason=args.reason, fallback=sys.stderr)
+        outcome = request_approval(
+            config,
+            plan,
+            by=args.by,
+            reason=args.reason,
+            fallback=sys.stderr,
+            digest=_approval_digest(config, plan, args),
+        )
         command = command_for(config, plan, "approve")
     except Exception as exc:
         return _fail(exc, stage="request", environment=args.environment, operation=operation)
@@ -145,7 +163,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
         config = _config(args)
         plan = _approval_plan(config, args)
         record, digest = approve_plan(
-            config, plan, by=args.by, reason=args.reason, ttl=args.ttl, expected_hash=args.plan_hash
+            config,
+            plan,
+            by=args.by,
+            reason=args.reason,
+            ttl=args.ttl,
+            expected_hash=args.plan_hash,
+            digest=_approval_digest(config, plan, args),
         )
     except Exception as exc:
         return _fail(exc, stage="approve", environment=args.environment, operation=operation)
@@ -240,6 +264,115 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- adopt -----------------------------------------------------------------------------
+def adoption_digest(config: LoadedConfig, plan: Any, server: Any, args: argparse.Namespace) -> Any:
+    """The plan of an adoption as approvals see it: the run's plan plus the revisions it records."""
+    from dataclasses import replace
+
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.pipeline.adopt import adoption_key, find_positions
+    from dbinit_pipeline.pipeline.plan_hash import PendingRevision, compute_plan
+
+    packages = registry_for(config).ordered()
+    with server.connect(plan.database_name) as conn:
+        positions = find_positions(conn, packages, package=args.package, at=args.at)
+        conn.rollback()
+    keys = adoption_key(positions, packages)
+    digest = compute_plan(config, plan)
+    adopted = {(p, r) for p, r, _ in keys}
+    return replace(
+        digest,
+        adopt=tuple(PendingRevision(*k) for k in keys),
+        accept_drift=bool(args.accept_drift),
+        pending=tuple(p for p in digest.pending if (p.package, p.revision) not in adopted),
+    )
+
+
+def run_adopt(config: LoadedConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Adopt the environment's database (see schema/adopt.py); protected environments need an
+    approval of the adoption's plan."""
+    from dataclasses import replace
+
+    from dbinit_pipeline.database.server import DatabaseServer
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.pipeline.adopt import adopt
+    from dbinit_pipeline.safety.approval import require_approval
+    from dbinit_pipeline.safety.protection import read_mark, refuse_if_protected, write_mark
+
+    plan, found = api.server_for(config, args.environment, args.database_name)
+    if found.infrastructure == "would_provision":
+        raise DbinitError(
+            f"The server of {args.environment!r} does not exist yet: there is nothing to adopt",
+            code=ErrorCode.NOT_INITIALIZED,
+        )
+    server = DatabaseServer(found.server)
+    run_id = f"adopt-{uuid.uuid4().hex[:12]}"
+    approved: frozenset[tuple[str, str, str]] | None = None
+    approval: dict[str, Any] = {"required": False}
+    if plan.needs_approval and not args.dry_run:
+        digest = adoption_digest(config, plan, server, args)
+        grant = require_approval(config, replace(plan, dry_run=False), run_id=run_id, digest=digest)
+        approved = frozenset((p.package, p.revision, p.checksum) for p in digest.adopt)
+        approval = {"required": True, "approved_by": grant.approved_by, "plan_hash": digest.hash}
+    if not args.dry_run:
+        refuse_if_protected(
+            read_mark(server, plan.database_name),
+            database=plan.database_name,
+            environment=plan.environment,
+            recreate=False,
+            approved=approved is not None,
+        )
+    report = adopt(
+        server,
+        plan.database_name,
+        registry_for(config).ordered(),
+        package=args.package,
+        at=args.at,
+        dry_run=args.dry_run,
+        accept_drift=args.accept_drift,
+        run_id=run_id,
+        lock_timeout=config.model.safety.lock_timeout,
+        collation=config.model.database.collation,
+        approved=approved,
+    )
+    if plan.protected and not args.dry_run:
+        write_mark(server, plan.database_name, plan.environment, run_id)
+    result = {"environment": plan.environment, **report.as_dict(), "approval": approval}
+    count = result["revisions_to_adopt"]
+    if args.dry_run:
+        message = f"Dry run: {count} revision(s) of {plan.database_name} would be recorded as adopted"
+        steps = [f"Adopt: dbinit adopt {plan.environment}" + (" --accept-drift" if report.drift else "")]
+    else:
+        message = f"{count} revision(s) of {plan.database_name} recorded as adopted (run {run_id})"
+        steps = [f"Apply what is later: dbinit init {plan.environment}"]
+    if report.drift:
+        message += f"; drift in {len(report.drift)} table(s)" + (" accepted" if args.accept_drift else "")
+    return {
+        "status": "success",
+        "operation": "adopt",
+        "result": result,
+        "message": message,
+        "next_steps": steps,
+    }
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    try:
+        response = run_adopt(_config(args), args)
+    except Exception as exc:
+        from dbinit_pipeline.errors import ApprovalError
+
+        if isinstance(exc, ApprovalError):
+            flags = " --adopt" + (f" --package {args.package} --at {args.at}" if args.package else "")
+            flags += " --accept-drift" if args.accept_drift else ""
+            exc.suggestions.insert(
+                0, f"This is an adoption: approve it with dbinit approve {args.environment}{flags} --by NAME"
+            )
+        return _fail(exc, stage="adopt", environment=args.environment, operation="adopt")
+    _emit(response)
+    return 0
+
+
 # -- packages --------------------------------------------------------------------------
 def cmd_graph(args: argparse.Namespace) -> int:
     from dbinit_pipeline.migrations.loading import registry_for
@@ -315,6 +448,14 @@ def cmd_new_migration(args: argparse.Namespace) -> int:
 
 
 # -- entry point -----------------------------------------------------------------------
+def adoption_flags(p: argparse.ArgumentParser) -> None:
+    """`--adopt` (and its selection) on request/approve: the plan is the adoption's."""
+    p.add_argument("--adopt", action="store_true", help="the plan of `dbinit adopt ENV`, not of init")
+    p.add_argument("--package", help="with --adopt: the package of --at")
+    p.add_argument("--at", help="with --adopt: the revision the package stands at")
+    p.add_argument("--accept-drift", action="store_true", help="with --adopt: as dbinit adopt --accept-drift")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbinit", description="Initialize databases per environment.")
     parser.add_argument("--config", help="path to dbinit.yaml (default: $DBINIT_CONFIG, $DBINIT_CWD, ./)")
@@ -348,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--by", required=True, help="your name")
     p.add_argument("--reason", help="why the run is needed")
+    adoption_flags(p)
     p.set_defaults(func=cmd_request)
     p = sub.add_parser("approve", help="approve the current plan for one run (approvers only)")
     with_env(p)
@@ -362,7 +504,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plan-hash", help="the hash you reviewed (dbinit plan); refused if the plan changed since"
     )
+    adoption_flags(p)
     p.set_defaults(func=cmd_approve)
+    p = sub.add_parser("adopt", help="record where a database built by an application's own Alembic stands")
+    with_env(p)
+    p.add_argument("--package", help="adopt only this package (with --at)")
+    p.add_argument("--at", help="the revision the package stands at, when its version table does not say")
+    p.add_argument(
+        "--dry-run", action="store_true", help="verify and show what would be recorded; change nothing"
+    )
+    p.add_argument("--accept-drift", action="store_true", help="record even where the live schema differs")
+    p.set_defaults(func=cmd_adopt)
     p = sub.add_parser("status", help="applied and pending revisions per package")
     with_env(p)
     p.set_defaults(func=cmd_status)

@@ -51,10 +51,14 @@ def current(config: Config) -> str:
     return out.getvalue().strip()
 
 
-def pg_dump_schema(url: str, database: str, exclude: tuple[str, ...] = ()) -> str:
-    """`pg_dump --schema-only` of `database`, without comments and the per-dump restrict key."""
+def pg_dump_schema(
+    url: str, database: str, exclude: tuple[str, ...] = (), *, binary: str = "pg_dump", data_of: str = ""
+) -> str:
+    """`pg_dump --schema-only` of `database`, without comments and the per-dump restrict key (with
+    `data_of`: schema and rows of that one table)."""
     u = make_url(url)
-    args = ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "-h", str(u.host or "127.0.0.1")]
+    only = ["-t", data_of] if data_of else ["--schema-only"]
+    args = [binary, *only, "--no-owner", "--no-privileges", "-h", str(u.host or "127.0.0.1")]
     args += ["-p", str(u.port or 5432), "-U", str(u.username or "postgres"), "-d", database]
     for pattern in exclude:
         args += ["-T", pattern]

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dbinit_pipeline.errors import ErrorCode, PackageError
 from dbinit_pipeline.fastpath.facts_cache import FactsCache
+from dbinit_pipeline.migrations.alembic_ini import DEFAULT_VERSION_TABLE, read_layout
 
 REVISION_MAX = 32  # alembic_version.version_num is VARCHAR(32)
 PACKAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -82,6 +83,9 @@ class Manifest(BaseModel):
     # (relative to package.yaml) or a folder of an installed distribution (an Alembic history a
     # project ships in its wheel).
     migrations: str | InstalledFolder | None = None
+    # An existing Alembic project (relative to package.yaml): its scripts, env.py and version table
+    # come from it, and dbinit runs it through its own env.py (see alembic_ini.py).
+    alembic_ini: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -150,6 +154,8 @@ class Package:
     declared_version_table: str | None = None
     # The folder of the revision scripts (package.yaml's `migrations:`, else `migrations/`).
     migrations_dir: Path | None = None
+    # The project's alembic.ini when the package is an existing Alembic project.
+    alembic_ini: Path | None = None
 
     @property
     def version_table(self) -> str:
@@ -513,10 +519,22 @@ def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
             f"{manifest_path}: invalid package manifest: {problems}",
             suggestions=[
                 f"Fix {manifest_path}: name, version, description, depends_on, models, version_table, "
-                "migrations."
+                "migrations, alembic_ini."
             ],
         ) from None
-    migrations_dir = migrations_folder(folder, manifest, manifest_path)
+    alembic_ini: Path | None = None
+    version_table = manifest.version_table
+    if manifest.alembic_ini is not None:
+        if manifest.migrations is not None:
+            raise PackageError(
+                f"{manifest_path}: names both alembic_ini and migrations",
+                suggestions=["Keep alembic_ini: the scripts' folder comes from its version_locations."],
+            )
+        layout = read_layout((folder / Path(manifest.alembic_ini).expanduser()).resolve(), manifest_path)
+        alembic_ini, migrations_dir = layout.ini, layout.versions
+        version_table = layout.version_table or version_table or DEFAULT_VERSION_TABLE
+    else:
+        migrations_dir = migrations_folder(folder, manifest, manifest_path)
     migrations = [
         read_migration(manifest.name, migrations_dir / name, cache) for name in _script_names(migrations_dir)
     ]
@@ -529,6 +547,7 @@ def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
         manifest_path=manifest_path,
         migrations=order_chain(manifest.name, migrations),
         models=manifest.models,
-        declared_version_table=manifest.version_table,
+        declared_version_table=version_table,
         migrations_dir=migrations_dir,
+        alembic_ini=alembic_ini,
     )

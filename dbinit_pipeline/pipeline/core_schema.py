@@ -2,6 +2,7 @@
 
 from dbinit_pipeline.configuration import LoadedConfig
 from dbinit_pipeline.database.server import DatabaseServer
+from dbinit_pipeline.migrations.alembic_project import apply_all, refuse_unadopted, with_sql_note
 from dbinit_pipeline.migrations.package import Package
 from dbinit_pipeline.migrations.runner import ApplyReport, MigrationRunner, Progress
 from dbinit_pipeline.pipeline.guard import guard_mutation
@@ -31,10 +32,12 @@ def apply_packages(
         statement_timeout_s=config.statement_timeout_s,
     )
     if plan.dry_run:
+        if database.exists:
+            refuse_unadopted(runner, packages, environment=plan.environment)
         if plan.sql:
-            return runner.plan_sql(packages, database_exists=database.exists)
-        return runner.plan_pending(packages, database_exists=database.exists)
-    return runner.apply(packages)
+            return with_sql_note(runner.plan_sql(packages, database_exists=database.exists), packages)
+        return with_sql_note(runner.plan_pending(packages, database_exists=database.exists), packages)
+    return apply_all(runner, packages, environment=plan.environment)
 
 
 def guarded_apply(

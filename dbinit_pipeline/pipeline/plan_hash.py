@@ -69,11 +69,14 @@ class PlanDigest:
     source: str  # ledger | new database | new server
     # (package, sha256 of its models file): verify imports it, so an approval covers it
     models: tuple[tuple[str, str], ...] = ()
+    # An adoption (schema/adopt.py): the revisions it records without running them.
+    adopt: tuple[PendingRevision, ...] = ()
+    accept_drift: bool = False
 
     @property
     def document(self) -> dict[str, Any]:
         """Exactly what the hash covers."""
-        return {
+        document = {
             "format": PLAN_FORMAT,
             "environment": self.environment,
             "server": self.server,
@@ -84,6 +87,11 @@ class PlanDigest:
             "pending": [[p.package, p.revision, p.checksum] for p in self.pending],
             "models": [list(m) for m in self.models],
         }
+        if self.adopt:
+            document["operation"] = "adopt"
+            document["adopt"] = [[p.package, p.revision, p.checksum] for p in self.adopt]
+            document["accept_drift"] = self.accept_drift
+        return document
 
     @property
     def hash(self) -> str:
@@ -104,6 +112,7 @@ class PlanDigest:
             "if_exists": self.if_exists,
             "pending_revisions": [f"{p.package}:{p.revision}" for p in self.pending],
             "pending_source": self.source,
+            **({"adopt_revisions": [f"{p.package}:{p.revision}" for p in self.adopt]} if self.adopt else {}),
         }
 
 

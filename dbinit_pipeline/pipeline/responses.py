@@ -138,7 +138,7 @@ def error_response(
         "operation": OPERATION,
         "stage": stage,
         "error": redact(error.message),
-        "code": error.code,
+        "code": str(error.code),  # the plain string: responses are JSON and Dagster metadata
         "transient": error.transient,
         "recovery": {"suggestions": [redact(s) for s in error.suggestions]},
         "environment": plan.environment if plan else environment,
@@ -148,7 +148,8 @@ def error_response(
     }
     if error.details:
         response["details"] = {
-            k: redact(str(v)) if isinstance(v, str) else v for k, v in error.details.items()
+            k: redact(str(v)) if isinstance(v, str) else v  # str(): an ErrorCode becomes its plain value
+            for k, v in error.details.items()
         }
     if cleanup:
         response["cleanup"] = cleanup

@@ -176,13 +176,14 @@ def request_approval(
     reason: str | None = None,
     fallback: TextIO | None = sys.stderr,
     now: datetime | None = None,
+    digest: PlanDigest | None = None,
 ) -> RequestOutcome:
     """Record a request to approve the current plan and tell the approvers."""
     requester = _person(by)
     reason = _reason(reason)
     _needs_approval(config, plan)
     approvers = _require_approvers(config, plan.environment)
-    digest = compute_plan(config, plan)
+    digest = digest or compute_plan(config, plan)
     request = ApprovalRequest(
         id=uuid.uuid4().hex,
         environment=plan.environment,
@@ -218,6 +219,7 @@ def approve_plan(
     ttl: str | None = None,
     expected_hash: str | None = None,
     now: datetime | None = None,
+    digest: PlanDigest | None = None,
 ) -> tuple[ApprovalRecord, PlanDigest]:
     """Record `by`'s approval of the current plan; only a configured approver, never the requester."""
     approver = _person(by)
@@ -239,7 +241,7 @@ def approve_plan(
         if ttl is not None
         else parse_duration(config.model.safety.approval_ttl, source="safety.approval_ttl")
     )
-    digest = compute_plan(config, plan)
+    digest = digest or compute_plan(config, plan)
     if expected_hash is not None:
         wanted = expected_hash.strip().lower()
         if len(wanted) < 8 or not digest.hash.startswith(wanted):
@@ -360,6 +362,7 @@ def require_approval(
     run_id: str = "",
     scheduled: bool = False,
     now: datetime | None = None,
+    digest: PlanDigest | None = None,
 ) -> Approved:
     """Pass a plan that needs no approval; use a recorded approval of a protected one, or refuse."""
     if scheduled and plan.protected:
@@ -369,9 +372,9 @@ def require_approval(
             suggestions=["Rebuild schedules are for throw-away environments; launch this run by hand."],
         )
     if not plan.needs_approval:
-        digest = compute_plan(config, plan) if plan.dry_run else None
+        digest = (digest or compute_plan(config, plan)) if plan.dry_run else None
         return Approved(plan=plan, required=False, plan_hash=digest.hash if digest else None)
-    digest = compute_plan(config, plan)
+    digest = digest or compute_plan(config, plan)
     command = command_for(config, plan, "approve")
     if plan.dry_run:
         return Approved(plan=plan, required=True, plan_hash=digest.hash, approve_command=command)

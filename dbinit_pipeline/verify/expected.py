@@ -34,7 +34,14 @@ BOOKKEEPING_TABLES = (LEDGER_TABLE,)
 # The in-progress table exists where DDL is not transactional, the protection table in databases
 # of protected environments (safety/protection.py), the clones table in databases made from a
 # template, the shared version table in databases initialized before version tables were per package.
-OPTIONAL_TABLES = (SNAPSHOT_TABLE, IN_PROGRESS_TABLE, "dbinit_protection", CLONES_TABLE, VERSION_TABLE)
+OPTIONAL_TABLES = (
+    SNAPSHOT_TABLE,
+    IN_PROGRESS_TABLE,
+    "dbinit_protection",
+    CLONES_TABLE,
+    VERSION_TABLE,
+    "dbinit_adoptions",  # in databases adopted from an application's own Alembic (schema/adopt.py)
+)
 
 
 @dataclass

@@ -113,7 +113,7 @@ def fail(
         description=error.message,
         metadata={
             "response": MetadataValue.json(response),
-            "code": error.code,
+            "code": str(error.code),
             "stage": stage,
             "suggestions": MetadataValue.text("\n".join(error.suggestions)),
         },
