@@ -13,6 +13,7 @@ from types import ModuleType
 
 from dbinit_pipeline.errors import PackageError
 from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.schema.graph_edges import dot_revision_edges, mermaid_revision_edges
 from dbinit_pipeline.schema.package import FactsCache, Package, read_package
 
 ENTRY_POINT_GROUP = "dbinit_pipeline.packages"
@@ -83,6 +84,8 @@ class PackageRegistry:
         self.by_name: dict[str, Package] = {}
         # Packages a package must follow because its scripts' depends_on name their revisions.
         self._implied: dict[str, set[str]] = {}
+        # (package, revision, depends_on entry, package owning it) for each cross-package depends_on.
+        self.revision_edges: list[tuple[str, str, str, str]] = []
         problems = self._validate()
         if problems:
             raise PackageError(
@@ -217,6 +220,7 @@ class PackageRegistry:
                 for label in m.branch_labels:
                     owner.setdefault(label, pkg.name)
         self._implied = {}
+        self.revision_edges = []
         for pkg in self.by_name.values():
             for m in pkg.migrations:
                 for dep in m.depends_on:
@@ -228,6 +232,7 @@ class PackageRegistry:
                         )
                     elif found != pkg.name:
                         self._implied.setdefault(pkg.name, set()).add(found)
+                        self.revision_edges.append((pkg.name, m.revision, dep, found))
         return problems
 
     def needs(self, name: str) -> set[str]:
@@ -292,6 +297,7 @@ class PackageRegistry:
         for pkg in self._order:
             deps = pkg.depends_on or ((CORE,) if pkg.name != CORE else ())
             lines.extend(f"    {pkg.name} --> {dep}" for dep in deps)
+        lines.extend(mermaid_revision_edges(self.revision_edges))
         return "\n".join(lines) + "\n"
 
     def dot(self) -> str:
@@ -302,5 +308,6 @@ class PackageRegistry:
         for pkg in self._order:
             deps = pkg.depends_on or ((CORE,) if pkg.name != CORE else ())
             lines.extend(f'    "{pkg.name}" -> "{dep}";' for dep in deps)
+        lines.extend(dot_revision_edges(self.revision_edges))
         lines.append("}")
         return "\n".join(lines) + "\n"
