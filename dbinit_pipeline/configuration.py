@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dbinit_pipeline.errors import ConfigurationError
+from dbinit_pipeline.schema.core_placement import check_core_schema, refuse_core_schema_on
 
 Provider = Literal["postgresql", "mysql"]
 Hosting = Literal["embedded", "local", "localhost", "aws-rds", "aws-aurora", "gcp-sql", "azure-sql"]
@@ -180,6 +181,14 @@ class CoreSettings(_Strict):
     # false: no core schema (users, sessions, ... workspaces) is applied or expected, so a
     # history that owns tables of those names applies unchanged.
     enabled: bool = True
+    # PostgreSQL: the schema (namespace) the core's tables and version table live in; default the
+    # connection's current schema (public), beside the packages' tables.
+    schema_: str | None = Field(default=None, alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema_name(cls, value: str | None) -> str | None:
+        return check_core_schema(value)
 
 
 class SafetySettings(_Strict):
@@ -232,6 +241,11 @@ class ProjectConfig(_Strict):
                     "lowercase letters, digits and underscores (it becomes the job name initialize_<env>)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _core_schema_rules(self) -> ProjectConfig:
+        refuse_core_schema_on(self.database.provider, self.core.schema_)
+        return self
 
     @model_validator(mode="after")
     def _protected_rules(self) -> ProjectConfig:

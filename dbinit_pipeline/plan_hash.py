@@ -67,6 +67,9 @@ class PlanDigest:
     source: str  # ledger | new database | new server
     # (package, sha256 of its models file): verify imports it, so an approval covers it
     models: tuple[tuple[str, str], ...] = ()
+    # core.schema: where the core's scripts put its tables (absent from the document when unset,
+    # so the hash of a plan with the default placement is what it always was)
+    core_schema: str | None = None
 
     @property
     def document(self) -> dict[str, Any]:
@@ -81,6 +84,7 @@ class PlanDigest:
             "if_exists": self.if_exists,
             "pending": [[p.package, p.revision, p.checksum] for p in self.pending],
             "models": [list(m) for m in self.models],
+            **({"core_schema": self.core_schema} if self.core_schema else {}),
         }
 
     @property
@@ -212,4 +216,5 @@ def compute_plan(config: LoadedConfig, plan: InitPlan) -> PlanDigest:
         pending=pending,
         source=source,
         models=pin_sources(packages).models,
+        core_schema=config.model.core.schema_ if config.model.core.enabled else None,
     )

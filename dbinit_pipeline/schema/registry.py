@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
 from dbinit_pipeline.errors import PackageError
 from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.schema.core_placement import qualified
 from dbinit_pipeline.schema.graph_edges import dot_revision_edges, mermaid_revision_edges
 from dbinit_pipeline.schema.package import FactsCache, Package, read_package
 
@@ -105,6 +108,7 @@ class PackageRegistry:
         entry_points: bool = True,
         facts_cache: Path | None = None,
         core: bool = True,
+        core_schema: str | None = None,
     ) -> PackageRegistry:
         """Core, every package under `paths`, and those installed through entry points.
 
@@ -126,7 +130,10 @@ class PackageRegistry:
         cache = FactsCache(facts_cache) if facts_cache is not None else None
         for _origin, folder in sources:
             try:
-                packages.append(read_package(folder, cache))
+                found = read_package(folder, cache)
+                if folder == CORE_PACKAGE_DIR and core_schema:
+                    found = replace(found, schema=core_schema)
+                packages.append(found)
             except PackageError as exc:
                 problems.append(exc.message)
         if cache is not None:
@@ -176,7 +183,7 @@ class PackageRegistry:
                 if seen is not None and seen != m.path:
                     problems.append(f"revision id {m.revision!r} is used twice: {seen} and {m.path}")
                 revisions[m.revision] = m.path
-                for table in m.creates_tables:
+                for table in map(partial(qualified, pkg), m.creates_tables):
                     owner = owners.get(table)
                     if owner is not None and owner[0] != pkg.name:
                         problems.append(
@@ -199,7 +206,7 @@ class PackageRegistry:
             for pkg in self.by_name.values():
                 allowed = {pkg.name, CORE, *self.dependencies_of(pkg.name)}
                 for m in pkg.migrations:
-                    for table in m.references:
+                    for table in map(partial(qualified, pkg), m.references):
                         owner = owners.get(table)
                         if owner is not None and owner[0] not in allowed:
                             problems.append(
