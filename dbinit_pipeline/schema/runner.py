@@ -43,6 +43,7 @@ from dbinit_pipeline.errors import (
     classify,
     describe,
 )
+from dbinit_pipeline.providers.plain_ddl import imports_foreign, keeping_foreign_handlers
 from dbinit_pipeline.redaction import redact
 from dbinit_pipeline.resources.database_server import DatabaseServer
 from dbinit_pipeline.schema import ledger
@@ -745,7 +746,8 @@ class MigrationRunner:
                     env.enter(m)
                     module = _load_script(m)
                     try:
-                        module.upgrade()
+                        with keeping_foreign_handlers(imports_foreign(m.path)):
+                            module.upgrade()
                     except DbinitError:
                         raise
                     except (Exception, SystemExit) as exc:
@@ -998,11 +1000,12 @@ class MigrationRunner:
         schema = self._schemas.get(m.package)
         try:
             placed_on = env.context.connection if env is not None else None
-            if schema is not None and placed_on is not None:
-                with searching(placed_on, schema):
+            with keeping_foreign_handlers(imports_foreign(m.path)):
+                if schema is not None and placed_on is not None:
+                    with searching(placed_on, schema):
+                        module.upgrade()
+                else:
                     module.upgrade()
-            else:
-                module.upgrade()
         except DbinitError:
             raise
         except (Exception, SystemExit) as exc:  # a script's sys.exit() is the script's failure
