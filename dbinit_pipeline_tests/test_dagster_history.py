@@ -81,7 +81,7 @@ def test_dagsters_own_history_stops_where_plain_alembic_stops_and_dagster_opens_
     details = response["details"]
     assert details["file"] == failed[0], (details, failed)
     assert f"({failed[0]}, line {failed[1]})" in response["error"], (failed, response["error"])
-    assert details["exception"] == exception.rsplit(".", 1)[-1], (details, last_line)
+    assert details["exception"] == exception.rsplit(".", 1)[-1], (details, raised[-1])
     assert message.replace(by_alembic, by_dbinit) in response["error"], (message, response["error"])
     statement = re.search(r"\[SQL: (.+?)\]\n", done.stderr, re.S)
     if statement is not None:
