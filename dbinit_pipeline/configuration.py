@@ -27,6 +27,37 @@ ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_RESERVED = ("public", "information_schema")
+
+
+def check_core_schema(value: str | None) -> str | None:
+    """`core.schema` as dbinit.yaml gives it, or a ValueError saying what a valid one is."""
+    if value is None:
+        return None
+    if not SCHEMA_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a schema name dbinit uses: lowercase letters, digits and underscores "
+            "(at most 63), starting with a letter or underscore"
+        )
+    if value in _RESERVED or value.startswith("pg_"):
+        raise ValueError(
+            f"{value!r} cannot hold the core: leave core.schema out for the default schema, or name "
+            "a schema of its own such as dbinit_core"
+        )
+    return value
+
+
+def refuse_core_schema_on(provider: str, schema: str | None) -> None:
+    """A ValueError where `core.schema` is set for a server without schemas inside a database."""
+    if schema is not None and provider != "postgresql":
+        raise ValueError(
+            f"core.schema ({schema!r}) is PostgreSQL only: on {provider} a schema is a database, so "
+            "the core cannot live in one of its own inside the database; remove core.schema, or "
+            "turn the core off with core: {enabled: false} for a history that owns its table names"
+        )
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -183,6 +214,14 @@ class CoreSettings(_Strict):
     # false: no core schema (users, sessions, ... workspaces) is applied or expected, so a
     # history that owns tables of those names applies unchanged.
     enabled: bool = True
+    # PostgreSQL: the schema (namespace) the core's tables and version table live in; default the
+    # connection's current schema (public), beside the packages' tables.
+    schema_: str | None = Field(default=None, alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema_name(cls, value: str | None) -> str | None:
+        return check_core_schema(value)
 
 
 class SafetySettings(_Strict):
@@ -235,6 +274,11 @@ class ProjectConfig(_Strict):
                     "lowercase letters, digits and underscores (it becomes the job name initialize_<env>)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _core_schema_rules(self) -> ProjectConfig:
+        refuse_core_schema_on(self.database.provider, self.core.schema_)
+        return self
 
     @model_validator(mode="after")
     def _protected_rules(self) -> ProjectConfig:

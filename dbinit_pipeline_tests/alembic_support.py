@@ -90,18 +90,29 @@ from pathlib import Path
 from alembic import command
 from dbinit_pipeline_tests.alembic_support import alembic_config
 command.upgrade(alembic_config(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]), "head")
-assert "dagster" not in sys.modules, "plain Alembic must run without Dagster's SQL storage imported"
+if sys.argv[5] == "without-dagster":
+    assert "dagster" not in sys.modules, "plain Alembic must run without Dagster's SQL storage imported"
 """
 
 
 def plain_upgrade(
-    tmp: Path, versions: Path, url: str, version_table: str
+    tmp: Path, versions: Path, url: str, version_table: str, *, scripts_import_dagster: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """`alembic upgrade head` in a fresh interpreter, where Dagster was never imported (its SQL
-    storage rewrites MySQL DDL process-wide): what Alembic does outside Dagster."""
+    storage rewrites MySQL DDL process-wide): what Alembic does outside Dagster. Dagster's own
+    history imports Dagster itself (`scripts_import_dagster`)."""
     root = Path(__file__).resolve().parents[1]
     return subprocess.run(
-        [sys.executable, "-c", _UPGRADE, str(tmp), str(versions), url, version_table],
+        [
+            sys.executable,
+            "-c",
+            _UPGRADE,
+            str(tmp),
+            str(versions),
+            url,
+            version_table,
+            "with-dagster" if scripts_import_dagster else "without-dagster",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

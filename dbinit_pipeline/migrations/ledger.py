@@ -46,14 +46,17 @@ _version_tables: dict[str, sa.Table] = {}
 
 
 def alembic_version_table(name: str) -> sa.Table:
-    """A version table as Alembic builds it (`DefaultImpl.version_table_impl`)."""
+    """A version table as Alembic builds it (`DefaultImpl.version_table_impl`); `name` may be
+    `<schema>.<table>` (Alembic's `version_table_schema`)."""
     found = _version_tables.get(name)
     if found is None:
+        schema, _, bare = name.rpartition(".")
         found = _version_tables[name] = sa.Table(
-            name,
+            bare,
             sa.MetaData(),
             sa.Column("version_num", sa.String(32), nullable=False),
-            sa.PrimaryKeyConstraint("version_num", name=f"{name}_pkc"),
+            sa.PrimaryKeyConstraint("version_num", name=f"{bare}_pkc"),
+            schema=schema or None,
         )
     return found
 

@@ -28,6 +28,7 @@ def registry_for(config: LoadedConfig, run_id: str = "") -> PackageRegistry:
         [config.resolve(p) for p in config.model.packages.paths],
         entry_points=config.model.packages.entry_points,
         core=config.model.core.enabled,
+        core_schema=config.model.core.schema_,
         facts_cache=facts_cache_path(config),
     )
     if run_id:

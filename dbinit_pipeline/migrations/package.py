@@ -156,12 +156,16 @@ class Package:
     migrations_dir: Path | None = None
     # The project's alembic.ini when the package is an existing Alembic project.
     alembic_ini: Path | None = None
+    # PostgreSQL schema its scripts run in and its tables live in (the core's `core.schema`);
+    # None: the connection's current schema. See `core_placement`.
+    schema: str | None = None
 
     @property
     def version_table(self) -> str:
         """Alembic's version table of this package: package.yaml's `version_table`, else
-        `alembic_version_<name>`."""
-        return self.declared_version_table or f"alembic_version_{self.name}"
+        `alembic_version_<name>`; `<schema>.<table>` where the package has a schema."""
+        name = self.declared_version_table or f"alembic_version_{self.name}"
+        return f"{self.schema}.{name}" if self.schema else name
 
     @property
     def head(self) -> str | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import heapq
 import importlib.metadata
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +18,8 @@ from types import ModuleType
 from dbinit_pipeline.errors import ErrorCode, PackageError
 from dbinit_pipeline.fastpath.facts_cache import FactsCache
 from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.core_placement import qualified
+from dbinit_pipeline.migrations.graph_edges import dot_revision_edges, mermaid_revision_edges
 from dbinit_pipeline.migrations.package import Package, facts_derivation, read_package
 
 ENTRY_POINT_GROUP = "dbinit_pipeline.packages"
@@ -69,6 +73,8 @@ class PackageRegistry:
         self.by_name: dict[str, Package] = {}
         # Packages a package must follow because its scripts' depends_on name their revisions.
         self._implied: dict[str, set[str]] = {}
+        # (package, revision, depends_on entry, package owning it) for each cross-package depends_on.
+        self.revision_edges: list[tuple[str, str, str, str]] = []
         problems = self._validate()
         if problems:
             raise PackageError(
@@ -88,6 +94,7 @@ class PackageRegistry:
         entry_points: bool = True,
         facts_cache: Path | None = None,
         core: bool = True,
+        core_schema: str | None = None,
     ) -> PackageRegistry:
         """Core, every package under `paths`, and those installed through entry points.
 
@@ -109,7 +116,10 @@ class PackageRegistry:
         cache = FactsCache(facts_cache, facts_derivation()) if facts_cache is not None else None
         for _origin, folder in sources:
             try:
-                packages.append(read_package(folder, cache))
+                found = read_package(folder, cache)
+                if folder == CORE_PACKAGE_DIR and core_schema:
+                    found = replace(found, schema=core_schema)
+                packages.append(found)
             except PackageError as exc:
                 problems.append(exc.message)
         if cache is not None:
@@ -159,7 +169,7 @@ class PackageRegistry:
                 if seen is not None and seen != m.path:
                     problems.append(f"revision id {m.revision!r} is used twice: {seen} and {m.path}")
                 revisions[m.revision] = m.path
-                for table in m.creates_tables:
+                for table in map(partial(qualified, pkg), m.creates_tables):
                     owner = owners.get(table)
                     if owner is not None and owner[0] != pkg.name:
                         problems.append(
@@ -182,7 +192,7 @@ class PackageRegistry:
             for pkg in self.by_name.values():
                 allowed = {pkg.name, CORE, *self.dependencies_of(pkg.name)}
                 for m in pkg.migrations:
-                    for table in m.references:
+                    for table in map(partial(qualified, pkg), m.references):
                         owner = owners.get(table)
                         if owner is not None and owner[0] not in allowed:
                             problems.append(
@@ -203,6 +213,7 @@ class PackageRegistry:
                 for label in m.branch_labels:
                     owner.setdefault(label, pkg.name)
         self._implied = {}
+        self.revision_edges = []
         for pkg in self.by_name.values():
             for m in pkg.migrations:
                 for dep in m.depends_on:
@@ -214,6 +225,7 @@ class PackageRegistry:
                         )
                     elif found != pkg.name:
                         self._implied.setdefault(pkg.name, set()).add(found)
+                        self.revision_edges.append((pkg.name, m.revision, dep, found))
         return problems
 
     def needs(self, name: str) -> set[str]:
@@ -273,6 +285,7 @@ class PackageRegistry:
         for pkg in self._order:
             deps = pkg.depends_on or ((CORE,) if pkg.name != CORE else ())
             lines.extend(f"    {pkg.name} --> {dep}" for dep in deps)
+        lines.extend(mermaid_revision_edges(self.revision_edges))
         return "\n".join(lines) + "\n"
 
     def dot(self) -> str:
@@ -283,5 +296,6 @@ class PackageRegistry:
         for pkg in self._order:
             deps = pkg.depends_on or ((CORE,) if pkg.name != CORE else ())
             lines.extend(f'    "{pkg.name}" -> "{dep}";' for dep in deps)
+        lines.extend(dot_revision_edges(self.revision_edges))
         lines.append("}")
         return "\n".join(lines) + "\n"

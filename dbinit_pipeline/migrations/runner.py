@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
 
+from dbinit_pipeline.database.providers.plain_ddl import imports_foreign, keeping_foreign_handlers
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import (
     ApprovalError,
@@ -37,6 +38,7 @@ from dbinit_pipeline.errors import (
 from dbinit_pipeline.fastpath.code_cache import cached_code, keep_code, save_compiled
 from dbinit_pipeline.fastpath.write_behind import WriteBehind
 from dbinit_pipeline.migrations import ledger
+from dbinit_pipeline.migrations.core_placement import offline_enter, offline_leave, searching
 from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.package import Migration, Package
 from dbinit_pipeline.migrations.script_runtime import (
@@ -309,6 +311,8 @@ class MigrationRunner:
         # Where a script's autocommit_block() split the atomic unit, in order.
         self.splits: list[str] = []
         self._current: Migration | None = None
+        # Packages whose scripts run in a PostgreSQL schema of their own (core_placement).
+        self._schemas: dict[str, str] = {}
 
     def _refuse_unapproved(self, pending: Sequence[Migration]) -> None:
         """Apply nothing that the run's approval does not cover (checked under the lock)."""
@@ -378,6 +382,7 @@ class MigrationRunner:
             save_compiled()
 
     def _plan_sql(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
+        self._schemas = {p.name: p.schema for p in packages if p.schema}
         applied: dict[tuple[str, str], LedgerEntry] = {}
         if database_exists:
             with self.server.connect(self.database) as conn:
@@ -392,17 +397,22 @@ class MigrationRunner:
             if not mine:
                 continue
             buffer = io.StringIO()
+            if pkg.schema:
+                buffer.write(offline_enter(pkg.schema))
             with script_environment(dialect_name=self.provider.name, output=buffer) as env:
                 for m in mine:
                     buffer.write(f"-- {pkg.name} {m.revision} ({m.path.name})\n")
                     env.enter(m)
                     module = _load_script(m)
                     try:
-                        module.upgrade()
+                        with keeping_foreign_handlers(imports_foreign(m.path)):
+                            module.upgrade()
                     except DbinitError:
                         raise
                     except (Exception, SystemExit) as exc:
                         raise self._migration_failure(m, exc) from None
+            if pkg.schema:
+                buffer.write(offline_leave())
             sql[pkg.name] = buffer.getvalue()
             outcomes.append(PackageOutcome(pkg.name, pkg.version, tuple(m.revision for m in mine)))
         return ApplyReport(
@@ -446,6 +456,7 @@ class MigrationRunner:
 
     def _apply(self, packages: Sequence[Package]) -> ApplyReport:
         started = time.perf_counter()
+        self._schemas = {p.name: p.schema for p in packages if p.schema}
         with self.server.connect(self.database) as conn:
             self.provider.set_statement_timeout(conn, self.statement_timeout_s)
             tables = set(sa.inspect(conn).get_table_names())  # one catalog query for both questions
@@ -554,7 +565,8 @@ class MigrationRunner:
         the shared legacy `alembic_version`)."""
         existing = set(sa.inspect(conn).get_table_names())
         for pkg in packages:
-            if pkg.version_table in existing:
+            # A package in a schema of its own never had its head in the shared legacy table.
+            if pkg.version_table in existing or pkg.schema:
                 continue
             done = [m.revision for m in pkg.migrations if m.key in applied]
             if done:
@@ -644,8 +656,15 @@ class MigrationRunner:
             env.enter(m)
         module = _load_script(m)
         t0 = time.perf_counter()
+        schema = self._schemas.get(m.package)
         try:
-            module.upgrade()
+            placed_on = env.context.connection if env is not None else None
+            with keeping_foreign_handlers(imports_foreign(m.path)):
+                if schema is not None and placed_on is not None:
+                    with searching(placed_on, schema):
+                        module.upgrade()
+                else:
+                    module.upgrade()
         except DbinitError:
             raise
         except (Exception, SystemExit) as exc:  # a script's sys.exit() is the script's failure

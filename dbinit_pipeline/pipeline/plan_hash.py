@@ -72,6 +72,9 @@ class PlanDigest:
     # An adoption (schema/adopt.py): the revisions it records without running them.
     adopt: tuple[PendingRevision, ...] = ()
     accept_drift: bool = False
+    # core.schema: where the core's scripts put its tables (absent from the document when unset,
+    # so the hash of a plan with the default placement is what it always was)
+    core_schema: str | None = None
 
     @property
     def document(self) -> dict[str, Any]:
@@ -86,6 +89,7 @@ class PlanDigest:
             "if_exists": self.if_exists,
             "pending": [[p.package, p.revision, p.checksum] for p in self.pending],
             "models": [list(m) for m in self.models],
+            **({"core_schema": self.core_schema} if self.core_schema else {}),
         }
         if self.adopt:
             document["operation"] = "adopt"
@@ -217,4 +221,5 @@ def compute_plan(config: LoadedConfig, plan: InitPlan) -> PlanDigest:
         pending=pending,
         source=source,
         models=pin_sources(packages).models,
+        core_schema=config.model.core.schema_ if config.model.core.enabled else None,
     )

@@ -12,13 +12,14 @@ import importlib
 import importlib.util
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from dbinit_pipeline.database.catalog import TableShape, describe_model
 from dbinit_pipeline.errors import PackageError
+from dbinit_pipeline.migrations.core_placement import qualified
 from dbinit_pipeline.migrations.ledger import (
     CLONES_TABLE,
     IN_PROGRESS_TABLE,
@@ -104,10 +105,11 @@ def expected_schema(
         metadata = load_models(pkg)
         if metadata is not None:
             for table in metadata.tables.values():
-                expected.owners[table.name] = pkg.name
-                expected.shapes[table.name] = describe_model(table, dialect)
+                name = qualified(pkg, table.name)
+                expected.owners[name] = pkg.name
+                expected.shapes[name] = replace(describe_model(table, dialect), name=name)
                 expected.foreign_keys.update(
-                    (table.name, fk.target_fullname.rsplit(".", 2)[-2]) for fk in table.foreign_keys
+                    (name, fk.target_fullname.rsplit(".", 2)[-2]) for fk in table.foreign_keys
                 )
             expected.sources[pkg.name] = "models"
             continue

@@ -27,6 +27,7 @@ from dbinit_pipeline.database.catalog import TableShape, describe_live, diff
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import describe
 from dbinit_pipeline.migrations import ledger
+from dbinit_pipeline.migrations.core_placement import describe_placed
 from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.package import Package
 from dbinit_pipeline.verify.expected import OPTIONAL_TABLES, expected_schema
@@ -252,6 +253,9 @@ def verify_database(
         digests = table_digests(conn)
         present: Collection[str] = digests if digests is not None else (live := describe_live(conn))
         has_ledger = ledger.LEDGER_TABLE in present
+        # Tables in a package's schema of its own (the core's `core.schema`), as `<schema>.<table>`.
+        placed = describe_placed(conn, packages) if conn.dialect.name == "postgresql" else {}
+        present = {*present, *placed}
         applied = ledger.read(conn) if has_ledger else {}
         version_tables = {p.name: p.version_table for p in packages}
         snapshots = ledger.read_snapshots(conn) if ledger.SNAPSHOT_TABLE in present else {}
@@ -271,6 +275,7 @@ def verify_database(
                 # Record a digest only where the catalog did not move while it was being reflected.
                 after = table_digests(conn) or {}
                 recordable = {t: d for t, d in digests.items() if after.get(t) == d}
+        live.update(placed)
         conn.rollback()
         snapshot_note = None
         if snapshot and has_ledger:

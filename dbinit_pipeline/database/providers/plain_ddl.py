@@ -8,10 +8,19 @@ compiler that skips every handler registered by a `dagster` module (and only tho
 package's own code registers apply as they would under `alembic upgrade`), so a package's
 migrations produce the same columns in `dbinit init` as in plain Alembic. Dagster's storage
 keeps its handlers: its engines never pass through here.
+
+A script that imports Dagster itself (Dagster's own storage history, shipped in its wheel) gets
+the handlers under plain Alembic too, since its import registers them: while such a script runs
+(`keeping_foreign_handlers`), they apply here as well.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -19,6 +28,28 @@ from sqlalchemy.sql.compiler import TypeCompiler
 
 _FOREIGN_MODULES = ("dagster",)
 _cache: dict[type[TypeCompiler], type[TypeCompiler]] = {}
+_IMPORTS_FOREIGN = re.compile(r"^\s*(?:from|import)\s+(?:" + "|".join(_FOREIGN_MODULES) + r")\b", re.M)
+_keep_foreign: ContextVar[bool] = ContextVar("dbinit_keep_foreign_handlers", default=False)
+_imports: dict[Path, bool] = {}
+
+
+def imports_foreign(script: Path) -> bool:
+    """Whether the script at `script` imports a module whose `@compiles` handlers `plain_ddl`
+    skips (so that plain Alembic would run it with them)."""
+    found = _imports.get(script)
+    if found is None:
+        found = _imports[script] = bool(_IMPORTS_FOREIGN.search(script.read_text(encoding="utf-8")))
+    return found
+
+
+@contextmanager
+def keeping_foreign_handlers(keep: bool) -> Iterator[None]:
+    """Within the block, `keep` decides whether Dagster's handlers apply (see the module doc)."""
+    token = _keep_foreign.set(keep)
+    try:
+        yield
+    finally:
+        _keep_foreign.reset(token)
 
 
 def _foreign(fn: Any) -> bool:
@@ -46,7 +77,7 @@ def _plain_compiler(base: type[TypeCompiler]) -> type[TypeCompiler]:
         """`base`, except that `@compiles` handlers of Dagster's modules are not consulted."""
 
         def process(self, type_: Any, **kw: Any) -> str:
-            dispatcher = _dispatcher_of(type(type_))
+            dispatcher = _dispatcher_of(type(type_)) if not _keep_foreign.get() else None
             if dispatcher is not None:
                 fn = dispatcher.specs.get(self.dialect.name)
                 if fn is not None and _foreign(fn):
