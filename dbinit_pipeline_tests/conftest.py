@@ -231,3 +231,14 @@ def embedded_project(
     yield project
     for name in project.created:
         embedded_pg.drop(name)
+
+
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything outside unit/ talks to a server or runs Dagster: marked `server`, so that
+    `pytest -m "not server"` runs the pure tests alone, in seconds."""
+    for item in items:
+        if UNIT not in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.server)

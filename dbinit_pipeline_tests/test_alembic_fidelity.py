@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline_tests.conftest import Project
-from dbinit_pipeline_tests.test_verify_health import health
+from dbinit_pipeline_tests.support.cli import health
 
 RUNTIME_BODY = """
 from alembic import context
@@ -162,7 +162,7 @@ def test_renames_drops_and_dialect_conditional_tables_verify_healthy(project: Pr
 def test_the_default_version_table_is_read_by_plain_alembic(project: Project, tmp_path: Path) -> None:
     from alembic import command
 
-    from dbinit_pipeline_tests.alembic_support import alembic_config, current
+    from dbinit_pipeline_tests.support.alembic import alembic_config, current
 
     folder = project.write_package(
         "plainread",

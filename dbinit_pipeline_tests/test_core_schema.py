@@ -21,8 +21,7 @@ from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
 from dbinit_pipeline.migrations.core.models import CORE_TABLES
 from dbinit_pipeline.migrations.package import read_package
 from dbinit_pipeline_tests.conftest import Project
-from dbinit_pipeline_tests.test_cli_packages import dbinit
-from dbinit_pipeline_tests.test_verify_health import health
+from dbinit_pipeline_tests.support.cli import dbinit, health
 
 CORE_SCHEMA = "dbinit_core"
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import dagster
 import pytest
 
-from dbinit_pipeline.orchestration.jobs import run_in_process as run_init
 from dbinit_pipeline.configuration import load_config
-from dbinit_pipeline_tests.alembic_support import failing_script, plain_upgrade
+from dbinit_pipeline.orchestration.jobs import run_in_process as run_init
 from dbinit_pipeline_tests.conftest import unique_name
-from dbinit_pipeline_tests.test_real_histories import History, Target, _project, _target, databases
+from dbinit_pipeline_tests.support.alembic import failing_script, plain_upgrade
+from dbinit_pipeline_tests.support.histories import History, Target, _project, _target, databases
 
 __all__ = ["databases"]  # the fixture, used by name below
 

@@ -25,7 +25,7 @@ from dbinit_pipeline.notification import failure_notification
 from dbinit_pipeline.orchestration.sensors.run_failure import describe_failure
 from dbinit_pipeline.pipeline.fleet import tenant_database
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
-from dbinit_pipeline_tests.test_templates import drop_template, templates_of
+from dbinit_pipeline_tests.support.templates import drop_template, templates_of
 
 BIN = Path(sys.executable).parent
 BROKER = ("127.0.0.1", 5672)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-DBINIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dbinit"
+from dbinit_pipeline_tests.support.cli import DBINIT
 
 
 def _script(path: Path, revision: str, down: str | None, depends_on: str | None, table: str) -> None:

@@ -34,7 +34,7 @@ from dbinit_pipeline.migrations.core.models import CORE_TABLES
 from dbinit_pipeline.migrations.package import read_package
 from dbinit_pipeline.safety.run_lock import lock_name as run_lock_name
 from dbinit_pipeline_tests.conftest import write_migration
-from dbinit_pipeline_tests.mysql_support import (
+from dbinit_pipeline_tests.support.mysql import (
     TARGET_VAR,
     MySQLProject,
     mysql_account,

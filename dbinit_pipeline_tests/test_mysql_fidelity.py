@@ -15,8 +15,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from dbinit_pipeline_tests.alembic_support import mysqldump_schema, plain_upgrade
-from dbinit_pipeline_tests.mysql_support import (
+from dbinit_pipeline_tests.support.alembic import mysqldump_schema, plain_upgrade
+from dbinit_pipeline_tests.support.mysql import (
     MySQLProject,
     mysql_project,
     mysql_server,

@@ -25,7 +25,7 @@ from dbinit_pipeline.orchestration.jobs import build_job
 from dbinit_pipeline.safety.approval import parse_duration
 from dbinit_pipeline.safety.state_store import STATE_URL_VAR, ApprovalRecord, utcnow
 from dbinit_pipeline_tests.conftest import PgServer, Project
-from dbinit_pipeline_tests.test_safety_support import (
+from dbinit_pipeline_tests.support.safety import (
     DBINIT,
     cli,
     store,

@@ -13,7 +13,7 @@ from dbinit_pipeline.migrations.core.models import CORE_TABLES
 from dbinit_pipeline.pipeline.create import ensure_database
 from dbinit_pipeline.pipeline.validate import InitParams, build_plan
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
-from dbinit_pipeline_tests.test_safety_support import cli, store, with_approvers
+from dbinit_pipeline_tests.support.safety import cli, store, with_approvers
 
 FAILING = (
     "bad0001",

@@ -10,7 +10,7 @@ from dbinit_pipeline.migrations.core.models import CORE_TABLES
 from dbinit_pipeline.safety.run_lock import holds_run_lock
 from dbinit_pipeline.safety.state_store import LockHolder
 from dbinit_pipeline_tests.conftest import Project
-from dbinit_pipeline_tests.test_safety_support import (
+from dbinit_pipeline_tests.support.safety import (
     SLEEP_VAR,
     finished,
     ledger_rows,

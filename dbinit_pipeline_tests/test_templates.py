@@ -30,7 +30,8 @@ from dbinit_pipeline.pipeline.templates import (
     template_policy,
 )
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
-from dbinit_pipeline_tests.mysql_support import MySQLProject, mysql_project, mysql_server
+from dbinit_pipeline_tests.support.mysql import MySQLProject, mysql_project, mysql_server
+from dbinit_pipeline_tests.support.templates import drop_template, templates_of
 
 __all__ = ["mysql_project", "mysql_server"]  # fixtures, used by name
 
@@ -70,23 +71,6 @@ def add_migration(project: Project, package: str, down: str) -> str:
         f"op.add_column('{package}_entries', sa.Column('memo', sa.Text()))",
     )
     return rev
-
-
-def templates_of(pg: PgServer) -> dict[str, tuple[bool, bool, dict[str, Any]]]:
-    """name -> (datistemplate, datallowconn, comment) of every dbinit template on the server."""
-    with pg.connect() as conn:
-        rows = conn.execute(
-            "SELECT datname, datistemplate, datallowconn, shobj_description(oid, 'pg_database')"
-            " FROM pg_database WHERE starts_with(datname, %s)",
-            (TEMPLATE_PREFIX,),
-        ).fetchall()
-    return {r[0]: (r[1], r[2], json.loads(r[3]) if r[3] else {}) for r in rows}
-
-
-def drop_template(pg: PgServer, name: str) -> None:
-    with pg.connect() as conn:
-        conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture

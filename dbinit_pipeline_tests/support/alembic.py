@@ -88,7 +88,7 @@ _UPGRADE = """
 import sys
 from pathlib import Path
 from alembic import command
-from dbinit_pipeline_tests.alembic_support import alembic_config
+from dbinit_pipeline_tests.support.alembic import alembic_config
 command.upgrade(alembic_config(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]), "head")
 if sys.argv[5] == "without-dagster":
     assert "dagster" not in sys.modules, "plain Alembic must run without Dagster's SQL storage imported"

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 from dbinit_pipeline.cli import main
 from dbinit_pipeline.safety.state_store import StateStore
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
+from dbinit_pipeline_tests.support.cli import DBINIT
 
-DBINIT = Path(sys.prefix) / "bin" / "dbinit"
 APPROVERS = ["alice", "bob"]
 SLEEP_VAR = "DBINIT_TEST_SLEEP"
 
