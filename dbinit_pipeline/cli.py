@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dbinit_pipeline import api
+from dbinit_pipeline.clock import stamp
 from dbinit_pipeline.configuration import IF_EXISTS, LoadedConfig, load_config
 from dbinit_pipeline.errors import DbinitError, ErrorCode, PackageError, classify
 from dbinit_pipeline.fastpath.heap import collect_less
@@ -173,7 +174,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         )
     except Exception as exc:
         return _fail(exc, stage="approve", environment=args.environment, operation=operation)
-    expires = record.expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    expires = stamp(record.expires_at)
     _emit(
         {
             "status": "success",

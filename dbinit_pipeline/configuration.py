@@ -287,10 +287,7 @@ class ProjectConfig(_Strict):
             if env is None:
                 continue
             if env.if_exists == "recreate":
-                raise ValueError(
-                    f"environments.{name}.if_exists: 'recreate' is refused for the protected "
-                    f"environment {name!r} (it would drop a protected database)"
-                )
+                raise ValueError(f"environments.{name}.if_exists: {recreate_refused(name)}")
             if env.rebuild is not None:
                 raise ValueError(
                     f"environments.{name}.rebuild: rebuild schedules are refused for the protected "
@@ -356,6 +353,24 @@ def find_config_path() -> Path:
     return (Path(base).expanduser() if base else Path.cwd()).resolve() / "dbinit.yaml"
 
 
+def recreate_refused(environment: str) -> str:
+    """The rule, worded once: dbinit never drops the database of a protected environment."""
+    return f"'recreate' is refused for the protected environment {environment!r} (it would drop a protected database)"
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """pydantic's errors as `key.path: message` lines, the way every file dbinit reads reports them."""
+    problems = []
+    for err in exc.errors():
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        problems.append(f"{_format_location(tuple(err['loc']))}: {message}")
+    return problems
+
+
 def _format_location(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
@@ -393,15 +408,7 @@ def load_config(path: Path | None = None) -> LoadedConfig:
     try:
         model = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = _format_location(tuple(err["loc"]))
-            message = err["msg"]
-            if err["type"] == "extra_forbidden":
-                message = "unknown key"
-            elif message.startswith("Value error, "):
-                message = message[len("Value error, ") :]
-            problems.append(f"{key}: {message}")
+        problems = validation_problems(exc)
         raise ConfigurationError(
             f"Invalid configuration in {path}: " + "; ".join(problems),
             details={"problems": problems, "file": str(path)},

@@ -6,8 +6,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from dbinit_pipeline.database import server as database_server
-from dbinit_pipeline.database.server import MAX_ENGINES, DatabaseServer, ServerRef, display_url
+from dbinit_pipeline.database import engines
+from dbinit_pipeline.database.engines import MAX_ENGINES
+from dbinit_pipeline.database.server import DatabaseServer, ServerRef, display_url
 from dbinit_pipeline.orchestration.stages.schema_progress import throttled
 from dbinit_pipeline_tests.conftest import PgServer
 
@@ -56,7 +57,7 @@ def test_engines_beyond_the_limit_are_disposed_least_recently_used_first(
         server.engine(f"dbinit_engine_probe_{i}")  # engines are lazy: nothing connects
         assert server.engine() is kept  # used again each time: never the least recent
     assert server.engine("dbinit_engine_probe_0") is not server.engine("dbinit_engine_probe_1")
-    assert len(database_server._ENGINES) <= MAX_ENGINES
+    assert len(engines._ENGINES) <= MAX_ENGINES
     with server.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar() == 1
 

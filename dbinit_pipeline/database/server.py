@@ -8,8 +8,6 @@ file). `DatabaseServer` resolves it into engines at the moment of use.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
+from dbinit_pipeline.database.engines import shared_engine
 from dbinit_pipeline.database.providers import Provider, provider_for
 from dbinit_pipeline.database.providers.plain_ddl import plain_ddl
 from dbinit_pipeline.database.secrets import read_secret
@@ -96,11 +95,15 @@ def url_from_variable(var: str, provider: str, *, environment: str | None = None
     """The URL held by environment variable `var`; a clear error when it is unset or malformed."""
     raw = os.environ.get(var)
     if not raw:
-        which = f" (environment {environment!r})" if environment else ""
+        which = f" (environment {environment!r} reads its server from it)" if environment else ""
         raise ConfigurationError(
             f"Environment variable {var} is not set{which}",
             code=ErrorCode.MISSING_CONNECTION_VARIABLE,
-            suggestions=[f"export {var}={provider_for(provider).example_url}"],
+            suggestions=[
+                f"export {var}={provider_for(provider).example_url}",
+                "The URL names the server and the credentials; its database part is only the "
+                "maintenance database.",
+            ],
         )
     return parse_url(raw, source=var, provider=provider)
 
@@ -147,17 +150,6 @@ class ServerRef:
         return url.set(database=database or self.maintenance_database)
 
 
-# One engine per full URL (password included, so a rotated password gets a new one) and mode, for
-# the life of the process: each stage used to build its own, paying the dialect's first-connect
-# queries again. NullPool keeps no connection open between uses (a DROP DATABASE never waits
-# for one of ours), so reusing an engine shares nothing but its compiled configuration. The
-# least recently used beyond MAX_ENGINES are disposed of: a process that initializes many
-# databases (a test session, a long-lived worker) does not keep an engine for each.
-MAX_ENGINES = 16
-_ENGINES: OrderedDict[tuple[str, bool], Engine] = OrderedDict()
-_ENGINES_LOCK = threading.Lock()
-
-
 class DatabaseServer:
     """Engines for one server, through its provider's driver."""
 
@@ -168,16 +160,11 @@ class DatabaseServer:
     def engine(self, database: str | None = None, *, autocommit: bool = False) -> Engine:
         """The process's engine for `database` (NullPool: every connect is a new connection)."""
         url = self.provider.normalize_url(self.ref.url(database))
-        key = (url.render_as_string(hide_password=False), autocommit)
-        with _ENGINES_LOCK:
-            engine = _ENGINES.get(key)
-            if engine is None:
-                engine = _ENGINES[key] = self._create_engine(url, autocommit=autocommit)
-                while len(_ENGINES) > MAX_ENGINES:
-                    _ENGINES.popitem(last=False)[1].dispose()
-            else:
-                _ENGINES.move_to_end(key)
-        return engine
+        return shared_engine(
+            url.render_as_string(hide_password=False),
+            autocommit,
+            lambda: self._create_engine(url, autocommit=autocommit),
+        )
 
     def _create_engine(self, url: URL, *, autocommit: bool) -> Engine:
         kwargs: dict[str, object] = {"poolclass": NullPool, "hide_parameters": True}

@@ -4,8 +4,7 @@ A run holds a large heap of objects that live as long as the process: Dagster, S
 Alembic as imported, the definitions, and the package registry (thousands of packages and
 revisions). Python's collector scans the older generations of all of it again and again, and
 the churn of imports and of an apply (SQLAlchemy tables built and dropped per migration)
-triggers a collection every 700 allocations: measured on a 500 x 4 run, 0.46 s of a 2.8 s
-no-op and 1.2 s of a fresh run went to the collector, 0.13 s and 1.0 s with what follows.
+triggers a collection every 700 allocations (BENCHMARKS.md has what that costs a run).
 
 - `gc.freeze()` moves what is alive now into a permanent generation that collections skip;
   everything created afterwards is collected as before.

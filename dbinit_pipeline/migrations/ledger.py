@@ -181,19 +181,6 @@ def read_snapshots(conn: Connection) -> dict[str, tuple[str, dict[str, str]]]:
     return result
 
 
-def write_snapshot(conn: Connection, package: str, head: str, shapes: dict[str, str], run_id: str) -> None:
-    """Replace the snapshot of `package` (an empty package still records its head)."""
-    conn.execute(snapshots.delete().where(snapshots.c.package == package))
-    now = datetime.now(UTC)
-    rows = [
-        {"package": package, "table_name": t, "head": head, "shape": shape, "run_id": run_id, "taken_at": now}
-        for t, shape in shapes.items()
-    ] or [
-        {"package": package, "table_name": "", "head": head, "shape": "{}", "run_id": run_id, "taken_at": now}
-    ]
-    conn.execute(snapshots.insert(), rows)
-
-
 # Where DDL is not transactional (MySQL, MariaDB): a row per migration that has started and not
 # yet recorded its outcome, golang-migrate's "dirty" flag. Kept apart from `metadata` so that
 # databases on transactional servers never get the table.

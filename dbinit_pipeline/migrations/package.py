@@ -27,6 +27,7 @@ import yaml
 from alembic.script.revision import Revision, RevisionError, RevisionMap
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dbinit_pipeline.configuration import validation_problems
 from dbinit_pipeline.errors import ErrorCode, PackageError
 from dbinit_pipeline.fastpath.facts_cache import FactsCache
 from dbinit_pipeline.migrations.alembic_ini import DEFAULT_VERSION_TABLE, read_layout
@@ -514,11 +515,7 @@ def read_package(folder: Path, cache: FactsCache | None = None) -> Package:
     try:
         manifest = Manifest.model_validate(raw if isinstance(raw, dict) else {})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
-            f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc))
         raise PackageError(
             f"{manifest_path}: invalid package manifest: {problems}",
             suggestions=[

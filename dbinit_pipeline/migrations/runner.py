@@ -51,8 +51,8 @@ from dbinit_pipeline.migrations.script_runtime import (
 from dbinit_pipeline.redaction import redact
 
 Progress = Callable[[str, int, int], None]
-# Measured on PostgreSQL 18: creating a table with its indexes and foreign keys holds about
-# 14 lock-table entries until commit.
+# Lock-table entries one migration (a table with its indexes and foreign keys) holds until commit
+# on PostgreSQL; the single transaction is split where the server's lock table cannot hold them all.
 LOCKS_PER_MIGRATION = 14
 
 

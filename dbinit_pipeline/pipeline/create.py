@@ -6,7 +6,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import ProgrammingError
 
 from dbinit_pipeline.database.server import DatabaseServer
-from dbinit_pipeline.errors import DatabaseExists, ErrorCode, InputError
+from dbinit_pipeline.errors import DatabaseExists
 from dbinit_pipeline.pipeline.results import DatabaseAction, DatabaseReady, InitPlan, Provisioned
 from dbinit_pipeline.pipeline.template_use import FromTemplate
 from dbinit_pipeline.safety.protection import write_mark
@@ -43,11 +43,8 @@ def ensure_database(
                         "Or drop it first (never done automatically for a protected environment).",
                     ],
                 )
-            if plan.protected:
-                raise InputError(
-                    f"if_exists 'recreate' is refused for the protected environment {plan.environment!r}",
-                    code=ErrorCode.RECREATE_REFUSED,
-                )
+            # build_plan refuses recreate for a protected environment; guard_mutation refuses a
+            # database that a protected environment marked.
             provider.drop_database(conn, name)
             make(conn, name)
             return "recreated", True

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from dbinit_pipeline.clock import stamp
 from dbinit_pipeline.redaction import redact
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ OPERATION = "initialize-database"
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return stamp()
 
 
 def success_response(verified: Verified, *, run_id: str) -> dict[str, Any]:

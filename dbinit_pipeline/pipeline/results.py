@@ -109,10 +109,6 @@ class DatabaseReady:
         return self.provisioned.server
 
     @property
-    def created_by_this_run(self) -> bool:
-        return self.action in ("created", "recreated")
-
-    @property
     def exists(self) -> bool:
         return self.action in ("created", "recreated", "existing")
 

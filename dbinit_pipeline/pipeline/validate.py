@@ -1,11 +1,11 @@
 """Stage 1, validate: parameters, configuration, environment, connection variable, name, packages."""
 
-import os
 import re
 from dataclasses import dataclass
 
-from dbinit_pipeline.configuration import CLOUD_HOSTINGS, IF_EXISTS, LoadedConfig
+from dbinit_pipeline.configuration import CLOUD_HOSTINGS, IF_EXISTS, LoadedConfig, recreate_refused
 from dbinit_pipeline.database.providers import provider_for
+from dbinit_pipeline.database.server import url_from_variable
 from dbinit_pipeline.errors import ConfigurationError, ErrorCode, InputError
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.pipeline.results import InitPlan
@@ -52,16 +52,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
                     f"Add connection_string_env: {environment.upper()}_DATABASE_URL to environments.{environment}."
                 ],
             )
-        if not os.environ.get(var):
-            raise ConfigurationError(
-                f"Environment variable {var} is not set (environment {environment!r} reads its server from it)",
-                code=ErrorCode.MISSING_CONNECTION_VARIABLE,
-                suggestions=[
-                    f"export {var}={provider.example_url}",
-                    "The URL names the server and the credentials; its database part is only the "
-                    "maintenance database.",
-                ],
-            )
+        url_from_variable(var, provider.name, environment=environment)  # set, and a URL of the provider
     if params.database_name is not None:
         name = params.database_name
     else:
@@ -70,7 +61,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
     if_exists = params.if_exists or env.if_exists
     if if_exists == "recreate" and protected:
         raise InputError(
-            f"if_exists 'recreate' is refused for the protected environment {environment!r}",
+            f"if_exists {recreate_refused(environment)}",
             code=ErrorCode.RECREATE_REFUSED,
             suggestions=["Use reuse (the default) or error; drop a protected database by hand if you must."],
         )

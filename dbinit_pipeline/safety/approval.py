@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TextIO
 
+from dbinit_pipeline.clock import stamp
 from dbinit_pipeline.configuration import LoadedConfig, find_config_path
 from dbinit_pipeline.errors import ApprovalError, ErrorCode, InputError
 from dbinit_pipeline.notification import Notification, notifier_from_config
@@ -285,7 +286,7 @@ def approve_plan(
 
 
 def _stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return stamp(moment)
 
 
 def _refusal(

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from dbinit_pipeline.clock import stamp
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import ErrorCode, InputError, classify
 
@@ -82,7 +83,7 @@ def refuse_if_protected(
     if not recreate and approved:
         return
     owner = mark.environment
-    since = mark.marked_at.isoformat(timespec="seconds") if mark.marked_at else "?"
+    since = stamp(mark.marked_at) if mark.marked_at else "?"
     what = "recreate it" if recreate else "apply to it without an approval"
     raise InputError(
         f"Database {database!r} is protected: the protected environment {owner!r} initialized it "

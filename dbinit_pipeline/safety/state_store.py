@@ -29,7 +29,9 @@ from dbinit_pipeline.errors import ConfigurationError, ErrorCode, StateStoreErro
 from dbinit_pipeline.redaction import redact, redact_data, register_secret
 
 if TYPE_CHECKING:
-    from dbinit_pipeline.configuration import LoadedConfig
+    from dbinit_pipeline.clock import stamp
+from dbinit_pipeline.configuration import LoadedConfig
+from dbinit_pipeline.database.engines import shared_engine
 
 STATE_URL_VAR = "DBINIT_STATE_URL"
 STATE_FILE = "state.db"
@@ -175,19 +177,18 @@ class LockHolder:
             "server": self.server,
             "host": self.host,
             "pid": self.pid,
-            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "started_at": stamp(self.started_at),
         }
 
     def describe(self) -> str:
         return (
             f"run {self.run_id} (environment {self.environment!r}) on host {self.host}, pid {self.pid}, "
-            f"since {self.started_at.isoformat(timespec='seconds')}"
+            f"since {stamp(self.started_at)}"
         )
 
 
-_engines: dict[str, Engine] = {}
 _ready: set[str] = set()
-_engines_lock = threading.Lock()
+_ready_lock = threading.Lock()
 
 
 def _normalize(url: URL) -> URL:
@@ -235,24 +236,20 @@ class StateStore:
     # -- plumbing ----------------------------------------------------------------------
     def _engine(self) -> Engine:
         key = self.url.render_as_string(hide_password=False)
-        with _engines_lock:
-            engine = _engines.get(key)
-            if engine is None:
-                if self.url.get_backend_name() == "sqlite":
-                    # Writers from several processes queue on SQLite's file lock for up to 30 s.
-                    engine = sa.create_engine(self.url, connect_args={"timeout": 30}, poolclass=NullPool)
-                else:
-                    engine = sa.create_engine(
-                        self.url,
-                        poolclass=NullPool,
-                        hide_parameters=True,
-                        connect_args={"connect_timeout": 10},
-                    )
-                _engines[key] = engine
+        engine = shared_engine(key, False, self._make_engine)
+        with _ready_lock:
             if key not in _ready:
                 self._create_tables(engine)
                 _ready.add(key)
         return engine
+
+    def _make_engine(self) -> Engine:
+        if self.url.get_backend_name() == "sqlite":
+            # Writers from several processes queue on SQLite's file lock for up to 30 s.
+            return sa.create_engine(self.url, connect_args={"timeout": 30}, poolclass=NullPool)
+        return sa.create_engine(
+            self.url, poolclass=NullPool, hide_parameters=True, connect_args={"connect_timeout": 10}
+        )
 
     def _create_tables(self, engine: Engine) -> None:
         for attempt in (1, 2):

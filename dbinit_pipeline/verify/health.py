@@ -217,7 +217,7 @@ def record_snapshots(
 
 
 def _write_snapshots(conn: Connection, taken: dict[str, tuple[str, dict[str, str]]], run_id: str) -> None:
-    """`ledger.write_snapshot` for many packages at once (an empty package still records its head)."""
+    """Replace the snapshots of the packages in `taken` (an empty package still records its head)."""
     table = ledger.snapshots
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []

@@ -34,7 +34,7 @@ from dbinit_pipeline.orchestration.jobs import ENV_TAG
 from dbinit_pipeline.redaction import redact
 
 SENSOR_NAME = "notify_on_run_failure"
-# At least every 15 s: the daemon adds its own loop delay (about 5 s) to this minimum.
+# The daemon adds its own loop delay to this minimum between two evaluations of the sensor.
 MINIMUM_INTERVAL_SECONDS = 5
 
 

@@ -9,7 +9,7 @@ from dagster import OpExecutionContext
 from dbinit_pipeline.migrations.runner import Progress
 
 # At most one progress line per tenth of the migrations or per this many seconds, and the last:
-# a line per package was 520 events (each an event-log write) for 500 packages.
+# each line is an event-log write, so their number must not grow with the number of packages.
 EVERY_S = 2.0
 
 
