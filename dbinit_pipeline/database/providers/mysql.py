@@ -20,7 +20,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from dbinit_pipeline.database.providers.base import Catalog, LockCapacity, Provider
+from dbinit_pipeline.database.providers.base import LockCapacity, Provider
 from dbinit_pipeline.errors import (
     ConfigurationError,
     DatabaseExists,
@@ -49,6 +49,7 @@ def _mysql_code(exc: DBAPIError) -> int | None:
 
 class MySQLProvider(Provider):
     name = "mysql"
+    url_schemes = ("mysql", "mariadb")
     driver = "pymysql"
     default_port = 3306
     # Every account may read information_schema; `mysql` needs privileges most roles lack.
@@ -120,7 +121,7 @@ class MySQLProvider(Provider):
         try:
             conn.execute(text(f"CREATE DATABASE {quoted} CHARACTER SET {CHARSET} COLLATE {chosen}"))
         except DBAPIError as exc:
-            if _mysql_code(exc) != _ER_DB_CREATE_EXISTS:
+            if not self.is_duplicate_database(exc):
                 raise
             # Another session created it between the existence check and this statement:
             # transient, so the retry sees it and applies the if_exists policy to it.
@@ -129,6 +130,9 @@ class MySQLProvider(Provider):
                 transient=True,
                 suggestions=["Rerun: the database now exists and if_exists decides what happens to it."],
             ) from None
+
+    def is_duplicate_database(self, exc: BaseException) -> bool:
+        return isinstance(exc, DBAPIError) and _mysql_code(exc) == _ER_DB_CREATE_EXISTS
 
     def drop_database(self, conn: Connection, name: str) -> None:
         quoted = self.quote(self.validate_database_name(name))
@@ -226,22 +230,6 @@ class MySQLProvider(Provider):
     def lock_capacity(self, conn: Connection) -> LockCapacity:
         # InnoDB keeps row locks in the buffer pool and DDL commits at once: no lock table to fill.
         return LockCapacity(slots=None, per_transaction=None)
-
-    # -- catalog ---------------------------------------------------------------------
-    def catalog(self, conn: Connection) -> Catalog:
-        tables = conn.execute(
-            text(
-                "SELECT TABLE_NAME FROM information_schema.TABLES"
-                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
-            )
-        ).scalars()
-        fks = conn.execute(
-            text(
-                "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS"
-                " WHERE CONSTRAINT_SCHEMA = DATABASE()"
-            )
-        ).all()
-        return Catalog(frozenset(tables), frozenset((r[0], r[1]) for r in fks))
 
     # -- what the server tells about itself ------------------------------------------
     def database_charset(self, conn: Connection, name: str) -> tuple[str, str] | None:
