@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +32,7 @@ _TYPE_SYNONYMS = {
     "BIGINT(20)": "BIGINT",
 }
 _NOW = re.compile(r"^(now\(\)|current_timestamp(\(\d*\))?|localtimestamp(\(\d*\))?)$")
+_NUMBER = re.compile(r"^'?(-?\d+(?:\.\d+)?)'?$")
 _CAST = re.compile(r"::[a-z_ ]+(\(\d+(,\s*\d+)?\))?(\[\])?", re.IGNORECASE)
 
 
@@ -50,6 +52,11 @@ def normalize_default(value: str | None) -> str | None:
     lowered = text.lower()
     if _NOW.match(lowered):
         return "now()"
+    number = _NUMBER.match(lowered)
+    if number is not None:
+        # A server keeps a number in its column's own scale (MySQL: DEFAULT '0' on DECIMAL(10, 2)
+        # reads back as 0.00): one spelling per value.
+        return format(Decimal(number.group(1)).normalize(), "f")
     return {"false": "0", "true": "1"}.get(lowered, lowered)
 
 

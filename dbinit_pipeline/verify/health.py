@@ -270,7 +270,7 @@ def verify_database(
             name: (head, {t: "" if t in unchanged else raw for t, raw in shapes.items()})
             for name, (head, shapes) in snapshots.items()
         }
-        expected = expected_schema(packages, conn.dialect, compared, heads)
+        expected = expected_schema(packages, conn.dialect, compared, heads, provider=provider)
         live.update(dict.fromkeys(unchanged, _UNCHANGED))
         permissions = provider.permission_check(conn)
         if conn.in_transaction():

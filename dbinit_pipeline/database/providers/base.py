@@ -11,10 +11,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, text
-from sqlalchemy.engine import URL
+from sqlalchemy import Connection, Table, text
+from sqlalchemy.engine import URL, Dialect
 
-from dbinit_pipeline.database.catalog import TableShape, reflect_live
+from dbinit_pipeline.database.catalog import ColumnShape, TableShape, describe_model, reflect_live
 from dbinit_pipeline.errors import ErrorCode, InputError, UnsupportedError, describe
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -189,10 +189,29 @@ class Provider(ABC):
         """Shapes of the tables of the connected database's default schema (all of them, or only
         `tables`; a name that is no table is absent), read in a few bulk queries.
 
-        A table created from a SQLAlchemy `Table` has exactly the shape `catalog.describe_model`
-        gives for that table and this provider's dialect: `catalog.diff` of the two is empty
-        exactly when the live table is as declared. Default: SQLAlchemy's bulk reflection."""
+        A table created from a SQLAlchemy `Table` (by a migration's `op` or by `create_all`) has
+        exactly the shape `describe_model` gives for that table: `catalog.diff` of the two is
+        empty exactly when the live table is as declared. Default: SQLAlchemy's bulk reflection."""
         return reflect_live(conn, tables)
+
+    def describe_model(self, table: Table, dialect: Dialect) -> TableShape:
+        """The shape a SQLAlchemy table declares, spelled as `describe_live` reads it back from
+        this provider's server (`catalog.describe_model`, each type through `live_type`)."""
+        shape = describe_model(table, dialect)
+        columns = tuple(
+            ColumnShape(c.name, self.live_type(c.type, dialect), c.nullable, c.default) for c in shape.columns
+        )
+        if columns == shape.columns:
+            return shape
+        return TableShape(
+            shape.name, columns, shape.primary_key, shape.foreign_keys, shape.unique, shape.indexes
+        )
+
+    def live_type(self, declared: str, dialect: Dialect) -> str:
+        """The spelling the server's catalog gives a column whose type the dialect compiles to
+        `declared` (the server stores several spellings as one type); a live spelling is
+        returned as it is."""
+        return declared
 
     def table_digests(self, conn: Connection) -> dict[str, str] | None:
         """A digest of every table of the connected database's default schema, in one query, or

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError
 
 from dbinit_pipeline.database.providers.base import LockCapacity, Provider
@@ -37,6 +37,10 @@ _COLLATION = re.compile(r"^utf8mb4_[a-z0-9_]+$")
 # MySQL 5.7+ refuses user-lock names longer than 64 characters.
 _LOCK_NAME_MAX = 64
 _ER_DB_CREATE_EXISTS = 1007
+# NUMERIC is DECIMAL; without precision and scale, DECIMAL(10, 0).
+_NUMERIC = re.compile(r"^(?:NUMERIC|DECIMAL)(\(.*\))?$")
+# MariaDB keeps JSON as LONGTEXT in utf8mb4_bin (with a json_valid check); MySQL has a JSON type.
+_MARIADB_JSON = "LONGTEXT CHARACTER SET UTF8MB4 COLLATE UTF8MB4_BIN"
 # The share of max_connections in use from which the connection check degrades / fails.
 CONNECTIONS_DEGRADED = 0.75
 CONNECTIONS_UNHEALTHY = 0.9
@@ -230,6 +234,14 @@ class MySQLProvider(Provider):
     def lock_capacity(self, conn: Connection) -> LockCapacity:
         # InnoDB keeps row locks in the buffer pool and DDL commits at once: no lock table to fill.
         return LockCapacity(slots=None, per_transaction=None)
+
+    def live_type(self, declared: str, dialect: Dialect) -> str:
+        numeric = _NUMERIC.match(declared)
+        if numeric is not None:
+            return f"DECIMAL{numeric.group(1) or '(10, 0)'}"
+        if declared == "JSON" and getattr(dialect, "is_mariadb", False):
+            return _MARIADB_JSON
+        return declared
 
     # -- what the server tells about itself ------------------------------------------
     def database_charset(self, conn: Connection, name: str) -> tuple[str, str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -13,14 +14,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import Dialect
 
 from dbinit_pipeline.database.catalog import TableShape, reflect_live
 from dbinit_pipeline.database.providers.base import DatabaseTemplate, LockCapacity, Provider, TemplateFailure
 from dbinit_pipeline.database.providers.pg_catalog import TABLE_DIGESTS, read_shapes
 from dbinit_pipeline.errors import LockTimeout
 
+# FLOAT(p) is `real` up to 24 bits of precision, else (and without p) `double precision`.
+_FLOAT = re.compile(r"^FLOAT(?:\((\d+)\))?$")
 # SQLSTATEs: CREATE DATABASE of a name in use; a database with another session open; no such database.
 _DUPLICATE_DATABASE = "42P04"
+_UNIQUE_VIOLATION = "23505"
 _OBJECT_IN_USE = "55006"
 _INVALID_CATALOG_NAME = "3D000"
 
@@ -58,7 +63,13 @@ class PostgresProvider(Provider):
         conn.execute(text(f"CREATE DATABASE {self.quote(self.validate_database_name(name))}"))
 
     def is_duplicate_database(self, exc: BaseException) -> bool:
-        return sqlstate(exc) == _DUPLICATE_DATABASE
+        state = sqlstate(exc)
+        if state == _UNIQUE_VIOLATION:
+            # Two CREATE DATABASE of one name at the same moment both pass the server's name
+            # check; the later one then fails on pg_database's unique index instead.
+            diag = getattr(getattr(exc, "orig", None) or exc, "diag", None)
+            return getattr(diag, "constraint_name", None) == "pg_database_datname_index"
+        return state == _DUPLICATE_DATABASE
 
     def drop_database(self, conn: Connection, name: str) -> None:
         conn.execute(
@@ -172,6 +183,12 @@ class PostgresProvider(Provider):
             return reflect_live(conn)
         read = read_shapes(conn, tables)
         return {**read.shapes, **reflect_live(conn, read.fallback)} if read.fallback else read.shapes
+
+    def live_type(self, declared: str, dialect: Dialect) -> str:
+        found = _FLOAT.match(declared)
+        if found is None:
+            return declared
+        return "REAL" if found.group(1) and int(found.group(1)) <= 24 else "DOUBLE PRECISION"
 
     def table_digests(self, conn: Connection) -> dict[str, str] | None:
         return {str(name): str(digest) for name, digest in conn.execute(TABLE_DIGESTS).all()}
