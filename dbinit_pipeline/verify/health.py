@@ -222,7 +222,7 @@ def verify_database(
         present: Collection[str] = digests if digests is not None else (live := provider.describe_live(conn))
         has_ledger = ledger.LEDGER_TABLE in present
         # Tables in a package's schema of its own (the core's `core.schema`), as `<schema>.<table>`.
-        placed = describe_placed(conn, packages) if conn.dialect.name == "postgresql" else {}
+        placed = describe_placed(conn, packages, provider)
         present = {*present, *placed}
         applied = ledger.read(conn) if has_ledger else {}
         version_tables = {p.name: p.version_table for p in packages}
