@@ -1,7 +1,8 @@
 """The shape of tables, expected and live, and the drift between them.
 
-Live shapes come from SQLAlchemy's bulk reflection (`Inspector.get_multi_*`: a handful of
-catalog queries for any number of tables). Expected shapes come from SQLAlchemy models where a
+Live shapes are read by the provider (`Provider.describe_live`), by default through SQLAlchemy's
+bulk reflection here (`Inspector.get_multi_*`: a handful of catalog queries for any number of
+tables); this module knows no dialect and imports no provider. Expected shapes come from SQLAlchemy models where a
 package declares them, else from a snapshot of what the package's migrations produced, taken
 under the initialization lock right after they were applied.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +32,7 @@ _TYPE_SYNONYMS = {
     "BIGINT(20)": "BIGINT",
 }
 _NOW = re.compile(r"^(now\(\)|current_timestamp(\(\d*\))?|localtimestamp(\(\d*\))?)$")
+_NUMBER = re.compile(r"^'?(-?\d+(?:\.\d+)?)'?$")
 _CAST = re.compile(r"::[a-z_ ]+(\(\d+(,\s*\d+)?\))?(\[\])?", re.IGNORECASE)
 
 
@@ -49,6 +52,11 @@ def normalize_default(value: str | None) -> str | None:
     lowered = text.lower()
     if _NOW.match(lowered):
         return "now()"
+    number = _NUMBER.match(lowered)
+    if number is not None:
+        # A server keeps a number in its column's own scale (MySQL: DEFAULT '0' on DECIMAL(10, 2)
+        # reads back as 0.00): one spelling per value.
+        return format(Decimal(number.group(1)).normalize(), "f")
     return {"false": "0", "true": "1"}.get(lowered, lowered)
 
 
@@ -104,21 +112,10 @@ class TableShape:
         )
 
 
-def describe_live(conn: Connection, tables: Iterable[str] | None = None) -> dict[str, TableShape]:
-    """Shapes of the live tables (all of the default schema, or only `tables`), in bulk.
-
-    On PostgreSQL, named tables are read from pg_catalog directly (`pg_shapes`: the same shapes
-    in about half the time), and only those it leaves aside go through SQLAlchemy's reflection."""
-    if tables is not None and conn.dialect.name == "postgresql":
-        from dbinit_pipeline.database.providers.pg_catalog import read_shapes
-
-        read = read_shapes(conn, tables)
-        return {**read.shapes, **reflect_live(conn, read.fallback)} if read.fallback else read.shapes
-    return reflect_live(conn, tables)
-
-
 def reflect_live(conn: Connection, tables: Iterable[str] | None = None) -> dict[str, TableShape]:
-    """`describe_live` through SQLAlchemy's bulk reflection (every dialect, every type)."""
+    """Shapes of the live tables (all of the default schema, or only `tables`) through
+    SQLAlchemy's bulk reflection: every dialect, every type. Providers read through
+    `Provider.describe_live`, which may read some tables faster and falls back to this."""
     inspector = sa.inspect(conn)
     names = sorted(set(tables)) if tables is not None else None
     if names is not None and not names:

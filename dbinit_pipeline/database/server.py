@@ -27,8 +27,6 @@ from dbinit_pipeline.redaction import register_secret
 CONNECT_TIMEOUT_S = 5
 
 
-# The URL schemes each provider accepts (SQLAlchemy backend names).
-_BACKENDS = {"postgresql": ("postgresql", "postgres"), "mysql": ("mysql", "mariadb")}
 # Query parameters that libpq and the MySQL drivers read as a password.
 _SECRET_QUERY_KEYS = ("password", "passwd", "sslpassword")
 
@@ -77,8 +75,7 @@ def parse_url(raw: str, *, source: str, provider: str | None = None) -> URL:
         )
     if provider is not None:
         backend = url.get_backend_name()
-        accepted = _BACKENDS.get(provider, (provider,))
-        if backend not in accepted:
+        if backend not in provider_for(provider).url_schemes:
             raise _refuse(
                 source,
                 f"its scheme is {backend!r}, but database.provider is {provider!r}",
@@ -170,9 +167,10 @@ class DatabaseServer:
         kwargs: dict[str, object] = {"poolclass": NullPool, "hide_parameters": True}
         if autocommit:
             kwargs["isolation_level"] = "AUTOCOMMIT"
-        connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_S}
-        if self.provider.name == "postgresql":
-            connect_args["application_name"] = "dbinit"
+        connect_args: dict[str, object] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            **self.provider.connect_args(),
+        }
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         plain_ddl(engine.dialect)  # migrations compile as under `alembic upgrade`, Dagster imported or not
         return engine

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, text
 
-from dbinit_pipeline.database.catalog import TableShape, describe_live
+from dbinit_pipeline.database.catalog import TableShape
+from dbinit_pipeline.database.providers import Provider
 
 if TYPE_CHECKING:
     from dbinit_pipeline.migrations.package import Package
@@ -63,7 +64,9 @@ def offline_leave() -> str:
     return "RESET search_path;\n"
 
 
-def describe_placed(conn: Connection, packages: Sequence[Package]) -> dict[str, TableShape]:
+def describe_placed(
+    conn: Connection, packages: Sequence[Package], provider: Provider
+) -> dict[str, TableShape]:
     """Live shapes of every table in the schemas of `packages` that have one, named
     `<schema>.<table>`; a schema that does not exist yet has none."""
     found: dict[str, TableShape] = {}
@@ -77,7 +80,7 @@ def describe_placed(conn: Connection, packages: Sequence[Package]) -> dict[str, 
         previous = conn.execute(text("SELECT current_setting('search_path')")).scalar_one()
         conn.execute(text("SELECT set_config('search_path', :path, true)"), {"path": _quoted(schema)})
         try:
-            shapes = describe_live(conn, tables)
+            shapes = provider.describe_live(conn, tables)
         finally:
             conn.execute(text("SELECT set_config('search_path', :path, true)"), {"path": previous})
         found.update({f"{schema}.{name}": shape for name, shape in shapes.items()})

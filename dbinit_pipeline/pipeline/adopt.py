@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from dbinit_pipeline.database.catalog import TableShape, describe_live, describe_model, diff
+from dbinit_pipeline.database.catalog import TableShape, diff
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import ApprovalError, DbinitError, ErrorCode, InputError, MigrationError
 from dbinit_pipeline.migrations import ledger
@@ -267,7 +267,7 @@ def declared_shapes(
                 raise
             with server.connect(scratch) as conn:
                 now = {t for t in sa.inspect(conn).get_table_names() if not t.startswith("dbinit_")} - skip
-                shapes[pkg.name] = describe_live(conn, sorted(now - before))
+                shapes[pkg.name] = server.provider.describe_live(conn, sorted(now - before))
                 conn.rollback()
             before = now
     finally:
@@ -296,7 +296,9 @@ def compare(
         pkg = by_name[pos.package]
         metadata = load_models(pkg) if pos.at == pkg.head else None
         if metadata is not None:
-            expected[pkg.name] = {t.name: describe_model(t, dialect) for t in metadata.tables.values()}
+            expected[pkg.name] = {
+                t.name: server.provider.describe_model(t, dialect) for t in metadata.tables.values()
+            }
             sources[pkg.name] = "models"
         else:
             replay.append(pos)
@@ -313,7 +315,7 @@ def compare(
             sources[pos.package] = "replay of the adopted revisions on a scratch database"
     tables = sorted({t for shapes in expected.values() for t in shapes})
     with server.connect(database) as conn:
-        live = describe_live(conn, tables)
+        live = server.provider.describe_live(conn, tables)
         conn.rollback()
     drift: dict[str, list[str]] = {}
     for shapes in expected.values():

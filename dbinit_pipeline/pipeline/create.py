@@ -3,7 +3,7 @@
 from collections.abc import Callable
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DBAPIError
 
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import DatabaseExists
@@ -50,9 +50,9 @@ def ensure_database(
             return "recreated", True
         try:
             make(conn, name)
-        except ProgrammingError as exc:
+        except DBAPIError as exc:
             # Another run created it between our check and our CREATE.
-            if getattr(exc.orig, "sqlstate", None) == "42P04" and plan.if_exists == "reuse":
+            if provider.is_duplicate_database(exc) and plan.if_exists == "reuse":
                 return "existing", True
             raise
         return "created", False

@@ -47,9 +47,6 @@ if TYPE_CHECKING:
 
 TEMPLATE_PREFIX = "dbinit_tpl_"
 TEMPLATE_FORMAT = 1
-# SQLSTATEs that make a clone fall back to replay: the template has a session (55006) or is gone (3D000).
-_BUSY = "55006"
-_MISSING = "3D000"
 _POLL_S = 0.1
 
 
@@ -180,11 +177,6 @@ def unavailable(provider_name: str, reason: str) -> TemplateUse:
     return TemplateUse("unavailable", None, f"templates are not available on {provider_name}: {reason}")
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
-
-
 def _wait_for_lock(server: DatabaseServer, conn: Connection, name: str, wait: float) -> bool:
     deadline = time.monotonic() + wait
     while not server.provider.try_template_lock(conn, name, shared=True):
@@ -231,10 +223,10 @@ def create_from_template(
     try:
         provider.clone_database(conn, name, record.database)
     except DBAPIError as exc:
-        state = _sqlstate(exc)
-        if state not in (_BUSY, _MISSING):
+        failure = provider.template_failure(exc)
+        if failure is None:
             raise
-        why = "has another session open" if state == _BUSY else "was dropped meanwhile"
+        why = "has another session open" if failure == "busy" else "was dropped meanwhile"
         provider.create_database(conn, name, collation=collation)
         return TemplateUse(
             "replayed",
@@ -321,7 +313,7 @@ def keep_template(
                     try:
                         provider.copy_to_template(conn, name, source_database, record.comment())
                     except DBAPIError as exc:
-                        if _sqlstate(exc) != _BUSY:
+                        if provider.template_failure(exc) != "busy":
                             raise
                         return {
                             "status": "not_kept",
@@ -373,7 +365,7 @@ def prune_templates(
             provider.drop_template(conn, name)
             dropped.append(name)
         except DBAPIError as exc:
-            if _sqlstate(exc) != _BUSY:
+            if provider.template_failure(exc) != "busy":
                 raise
             busy.append(name)
         finally:

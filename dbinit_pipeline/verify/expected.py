@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from dbinit_pipeline.database.catalog import TableShape, describe_model
+from dbinit_pipeline.database.providers import Provider
 from dbinit_pipeline.errors import PackageError
 from dbinit_pipeline.migrations.core_placement import qualified
 from dbinit_pipeline.migrations.ledger import (
@@ -93,8 +94,12 @@ def expected_schema(
     dialect: Dialect,
     snapshots: dict[str, tuple[str, dict[str, str]]] | None = None,
     applied_heads: dict[str, str] | None = None,
+    *,
+    provider: Provider | None = None,
 ) -> ExpectedSchema:
-    """Expected shapes for every table the packages own."""
+    """Expected shapes for every table the packages own; a model's as `provider` reads it back
+    (`Provider.describe_model`), else as the dialect compiles it."""
+    model_shape = provider.describe_model if provider is not None else describe_model
     expected = ExpectedSchema()
     for name in BOOKKEEPING_TABLES:
         expected.owners[name] = "dbinit"
@@ -107,7 +112,7 @@ def expected_schema(
             for table in metadata.tables.values():
                 name = qualified(pkg, table.name)
                 expected.owners[name] = pkg.name
-                expected.shapes[name] = replace(describe_model(table, dialect), name=name)
+                expected.shapes[name] = replace(model_shape(table, dialect), name=name)
                 expected.foreign_keys.update(
                     (name, fk.target_fullname.rsplit(".", 2)[-2]) for fk in table.foreign_keys
                 )

@@ -4,10 +4,11 @@ Everything is read in bulk (a handful of catalog queries whatever the number of 
 check pretends: one that cannot be made here says `unknown` and why.
 
 Reflecting a table's shape is the costly part of verify (SQLAlchemy's reflection of 2,000 tables:
-about a second of Python). On PostgreSQL one catalog query gives each table a digest of every
-catalog row its shape is read from, and a snapshot records the digest of the catalog it was
-taken from; a table whose digest is unchanged is still exactly as snapshotted, so reflecting it
-again cannot change the answer, and only the other tables are reflected.
+about a second of Python). Where the provider offers table digests (`Provider.table_digests`:
+PostgreSQL), one catalog query gives each table a digest of every catalog row its shape is read
+from, and a snapshot records the digest of the catalog it was taken from; a table whose digest
+is unchanged is still exactly as snapshotted, so reflecting it again cannot change the answer,
+and only the other tables are reflected.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, text
 
 from dbinit_pipeline.configuration import HealthSettings
-from dbinit_pipeline.database.catalog import TableShape, describe_live, diff
+from dbinit_pipeline.database.catalog import TableShape, diff
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import describe
 from dbinit_pipeline.migrations import ledger
@@ -90,44 +91,11 @@ def _history_problems(packages: Sequence[Package], applied: dict[tuple[str, str]
     return problems
 
 
-# Per table, a digest of the catalog rows its shape is read from: columns (name, type, typmod,
-# nullability, identity, generation, collation, default), constraints (kind, columns, referred
-# table and columns, actions, expression) and indexes (kind, columns, options, expressions,
-# predicate). Raw catalog values rather than their rendered text: a tenth of the time, and a
-# superset of what the shape shows, so an unchanged digest means an unchanged shape.
-_TABLE_DIGESTS = {
-    "postgresql": """
-SELECT c.relname, md5(concat_ws('|',
-  (SELECT string_agg(concat_ws(',', a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity,
-                               a.attgenerated, a.attcollation, a.attndims, d.adbin), ';' ORDER BY a.attnum)
-     FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-  (SELECT string_agg(concat_ws(',', co.conname, co.contype, co.conkey, r.relname, r.relnamespace, co.confkey,
-                               co.confupdtype, co.confdeltype, co.confmatchtype, co.condeferrable,
-                               co.condeferred, co.convalidated, co.conindid, co.conbin),
-                     ';' ORDER BY co.conname, co.contype)
-     FROM pg_constraint co LEFT JOIN pg_class r ON r.oid = co.confrelid WHERE co.conrelid = c.oid),
-  (SELECT string_agg(concat_ws(',', ic.relname, ic.relam, i.indisprimary, i.indisunique, i.indnkeyatts,
-                               i.indkey, i.indclass, i.indcollation, i.indoption, i.indexprs, i.indpred,
-                               i.indnullsnotdistinct), ';' ORDER BY ic.relname)
-     FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = c.oid)))
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
-""",
-}
 # The key under which a snapshot's shape JSON keeps the digest of the catalog it was taken from.
 CATALOG_DIGEST = "catalog_md5"
 # Stands in `live` for a table known equal to its snapshot (never compared: see verify_database).
 _UNCHANGED = TableShape("", (), (), frozenset(), frozenset(), frozenset())
 _RECORDED_DIGEST = re.compile(r'"catalog_md5":\s*"([0-9a-f]{32})"')
-
-
-def table_digests(conn: Connection) -> dict[str, str] | None:
-    """Digest of every table of the default schema, in one query; None where not supported."""
-    query = _TABLE_DIGESTS.get(conn.dialect.name)
-    if query is None:
-        return None
-    return {str(name): str(digest) for name, digest in conn.execute(text(query)).all()}
 
 
 def unchanged_since_snapshot(
@@ -194,7 +162,7 @@ def record_snapshots(
 ) -> list[str]:
     """Snapshot what each package's migrations produced where the snapshot is missing or stale.
 
-    `digests`, where given, are recorded with the shapes (see `table_digests`); all snapshots
+    `digests`, where given, are recorded with the shapes (see `Provider.table_digests`); all snapshots
     are written in one delete and one multi-row insert."""
     taken: dict[str, tuple[str, dict[str, str]]] = {}
     for pkg in packages:
@@ -250,11 +218,11 @@ def verify_database(
     with server.connect(database) as conn:
         conn.execute(text("SELECT 1"))
         latency = (time.perf_counter() - started) * 1000
-        digests = table_digests(conn)
-        present: Collection[str] = digests if digests is not None else (live := describe_live(conn))
+        digests = provider.table_digests(conn)
+        present: Collection[str] = digests if digests is not None else (live := provider.describe_live(conn))
         has_ledger = ledger.LEDGER_TABLE in present
         # Tables in a package's schema of its own (the core's `core.schema`), as `<schema>.<table>`.
-        placed = describe_placed(conn, packages) if conn.dialect.name == "postgresql" else {}
+        placed = describe_placed(conn, packages, provider)
         present = {*present, *placed}
         applied = ledger.read(conn) if has_ledger else {}
         version_tables = {p.name: p.version_table for p in packages}
@@ -268,12 +236,12 @@ def verify_database(
         unchanged: set[str] = set()
         if digests is not None:
             unchanged = unchanged_since_snapshot(packages, snapshots, heads, digests)
-            live = describe_live(conn, [t for t in digests if t not in unchanged])
+            live = provider.describe_live(conn, [t for t in digests if t not in unchanged])
             refresh = without_digest(packages, heads, snapshots, live) if snapshot else set()
             stale = any(needs_snapshot(p, heads, snapshots) for p in packages)
             if snapshot and has_ledger and (refresh or stale):
                 # Record a digest only where the catalog did not move while it was being reflected.
-                after = table_digests(conn) or {}
+                after = provider.table_digests(conn) or {}
                 recordable = {t: d for t, d in digests.items() if after.get(t) == d}
         live.update(placed)
         conn.rollback()
@@ -302,7 +270,7 @@ def verify_database(
             name: (head, {t: "" if t in unchanged else raw for t, raw in shapes.items()})
             for name, (head, shapes) in snapshots.items()
         }
-        expected = expected_schema(packages, conn.dialect, compared, heads)
+        expected = expected_schema(packages, conn.dialect, compared, heads, provider=provider)
         live.update(dict.fromkeys(unchanged, _UNCHANGED))
         permissions = provider.permission_check(conn)
         if conn.in_transaction():

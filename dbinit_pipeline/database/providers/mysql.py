@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError
 
-from dbinit_pipeline.database.providers.base import Catalog, LockCapacity, Provider
+from dbinit_pipeline.database.providers.base import LockCapacity, Provider
 from dbinit_pipeline.errors import (
     ConfigurationError,
     DatabaseExists,
@@ -37,6 +37,10 @@ _COLLATION = re.compile(r"^utf8mb4_[a-z0-9_]+$")
 # MySQL 5.7+ refuses user-lock names longer than 64 characters.
 _LOCK_NAME_MAX = 64
 _ER_DB_CREATE_EXISTS = 1007
+# NUMERIC is DECIMAL; without precision and scale, DECIMAL(10, 0).
+_NUMERIC = re.compile(r"^(?:NUMERIC|DECIMAL)(\(.*\))?$")
+# MariaDB keeps JSON as LONGTEXT in utf8mb4_bin (with a json_valid check); MySQL has a JSON type.
+_MARIADB_JSON = "LONGTEXT CHARACTER SET UTF8MB4 COLLATE UTF8MB4_BIN"
 # The share of max_connections in use from which the connection check degrades / fails.
 CONNECTIONS_DEGRADED = 0.75
 CONNECTIONS_UNHEALTHY = 0.9
@@ -49,6 +53,7 @@ def _mysql_code(exc: DBAPIError) -> int | None:
 
 class MySQLProvider(Provider):
     name = "mysql"
+    url_schemes = ("mysql", "mariadb")
     driver = "pymysql"
     default_port = 3306
     # Every account may read information_schema; `mysql` needs privileges most roles lack.
@@ -120,7 +125,7 @@ class MySQLProvider(Provider):
         try:
             conn.execute(text(f"CREATE DATABASE {quoted} CHARACTER SET {CHARSET} COLLATE {chosen}"))
         except DBAPIError as exc:
-            if _mysql_code(exc) != _ER_DB_CREATE_EXISTS:
+            if not self.is_duplicate_database(exc):
                 raise
             # Another session created it between the existence check and this statement:
             # transient, so the retry sees it and applies the if_exists policy to it.
@@ -129,6 +134,9 @@ class MySQLProvider(Provider):
                 transient=True,
                 suggestions=["Rerun: the database now exists and if_exists decides what happens to it."],
             ) from None
+
+    def is_duplicate_database(self, exc: BaseException) -> bool:
+        return isinstance(exc, DBAPIError) and _mysql_code(exc) == _ER_DB_CREATE_EXISTS
 
     def drop_database(self, conn: Connection, name: str) -> None:
         quoted = self.quote(self.validate_database_name(name))
@@ -227,21 +235,13 @@ class MySQLProvider(Provider):
         # InnoDB keeps row locks in the buffer pool and DDL commits at once: no lock table to fill.
         return LockCapacity(slots=None, per_transaction=None)
 
-    # -- catalog ---------------------------------------------------------------------
-    def catalog(self, conn: Connection) -> Catalog:
-        tables = conn.execute(
-            text(
-                "SELECT TABLE_NAME FROM information_schema.TABLES"
-                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
-            )
-        ).scalars()
-        fks = conn.execute(
-            text(
-                "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS"
-                " WHERE CONSTRAINT_SCHEMA = DATABASE()"
-            )
-        ).all()
-        return Catalog(frozenset(tables), frozenset((r[0], r[1]) for r in fks))
+    def live_type(self, declared: str, dialect: Dialect) -> str:
+        numeric = _NUMERIC.match(declared)
+        if numeric is not None:
+            return f"DECIMAL{numeric.group(1) or '(10, 0)'}"
+        if declared == "JSON" and getattr(dialect, "is_mariadb", False):
+            return _MARIADB_JSON
+        return declared
 
     # -- what the server tells about itself ------------------------------------------
     def database_charset(self, conn: Connection, name: str) -> tuple[str, str] | None:

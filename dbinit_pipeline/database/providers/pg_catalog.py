@@ -5,14 +5,16 @@ object, parses a constraint definition's text, and so on, for every row); the ve
 fresh initialization reflects every new table to snapshot it. This reader asks the catalog for
 exactly what a `TableShape` holds (column names in order, type, nullability, default, primary key,
 foreign keys, unique constraints, indexes that back no constraint) and builds the same shapes as
-`describe_live` does from SQLAlchemy's reflection: it follows the same rules (which indexes are
-left out, column order, defaults of generated columns) and renders each distinct type through
-the dialect's own `_reflect_type`, once per type text.
+`catalog.reflect_live` does from SQLAlchemy's reflection: it follows the same rules (which
+indexes are left out, column order, defaults of generated columns) and renders each distinct
+type through the dialect's own `_reflect_type`, once per type text.
 
 It answers only for tables whose every column has a base type (or an array of one) known to
 SQLAlchemy's PostgreSQL dialect; a table with an enum, a domain, a composite or a range column,
-or anything it cannot render, is left to `describe_live`'s reflection (`fallback`). The test
-suite compares both readers over a table of every kind of column and constraint it knows.
+or anything it cannot render, is left to reflection (`fallback`; `PostgresProvider.describe_live`
+joins both). The test suite compares both readers over a table of every kind of column and
+constraint it knows. `TABLE_DIGESTS` is the one-query digest of every table's catalog rows
+behind `PostgresProvider.table_digests`.
 """
 
 from __future__ import annotations
@@ -191,3 +193,28 @@ def read_shapes(conn: Connection, names: Iterable[str]) -> CatalogShapes:
             indexes=frozenset(table.indexes),
         )
     return CatalogShapes(shapes, frozenset(fallback))
+
+
+# Per table, a digest of the catalog rows its shape is read from: columns (name, type, typmod,
+# nullability, identity, generation, collation, default), constraints (kind, columns, referred
+# table and columns, actions, expression) and indexes (kind, columns, options, expressions,
+# predicate). Raw catalog values rather than their rendered text: a tenth of the time, and a
+# superset of what the shape shows, so an unchanged digest means an unchanged shape.
+TABLE_DIGESTS = text("""
+SELECT c.relname, md5(concat_ws('|',
+  (SELECT string_agg(concat_ws(',', a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity,
+                               a.attgenerated, a.attcollation, a.attndims, d.adbin), ';' ORDER BY a.attnum)
+     FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+  (SELECT string_agg(concat_ws(',', co.conname, co.contype, co.conkey, r.relname, r.relnamespace, co.confkey,
+                               co.confupdtype, co.confdeltype, co.confmatchtype, co.condeferrable,
+                               co.condeferred, co.convalidated, co.conindid, co.conbin),
+                     ';' ORDER BY co.conname, co.contype)
+     FROM pg_constraint co LEFT JOIN pg_class r ON r.oid = co.confrelid WHERE co.conrelid = c.oid),
+  (SELECT string_agg(concat_ws(',', ic.relname, ic.relam, i.indisprimary, i.indisunique, i.indnkeyatts,
+                               i.indkey, i.indclass, i.indcollation, i.indoption, i.indexprs, i.indpred,
+                               i.indnullsnotdistinct), ';' ORDER BY ic.relname)
+     FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = c.oid)))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+""")

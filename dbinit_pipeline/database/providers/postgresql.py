@@ -4,22 +4,42 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import Dialect
 
-from dbinit_pipeline.database.providers.base import Catalog, DatabaseTemplate, LockCapacity, Provider
+from dbinit_pipeline.database.catalog import TableShape, reflect_live
+from dbinit_pipeline.database.providers.base import DatabaseTemplate, LockCapacity, Provider, TemplateFailure
+from dbinit_pipeline.database.providers.pg_catalog import TABLE_DIGESTS, read_shapes
 from dbinit_pipeline.errors import LockTimeout
+
+# FLOAT(p) is `real` up to 24 bits of precision, else (and without p) `double precision`.
+_FLOAT = re.compile(r"^FLOAT(?:\((\d+)\))?$")
+# SQLSTATEs: CREATE DATABASE of a name in use; a database with another session open; no such database.
+_DUPLICATE_DATABASE = "42P04"
+_UNIQUE_VIOLATION = "23505"
+_OBJECT_IN_USE = "55006"
+_INVALID_CATALOG_NAME = "3D000"
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a psycopg error, raw or wrapped by SQLAlchemy; None for anything else."""
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
+    return str(state) if state else None
 
 
 class PostgresProvider(Provider):
     name = "postgresql"
+    url_schemes = ("postgresql", "postgres")
     driver = "psycopg"
     default_port = 5432
     maintenance_database = "postgres"
@@ -35,8 +55,21 @@ class PostgresProvider(Provider):
         row = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
         return row.first() is not None
 
+    def connect_args(self) -> dict[str, object]:
+        # `end_orphaned_locks` considers only sessions of this name.
+        return {"application_name": "dbinit"}
+
     def create_database(self, conn: Connection, name: str, *, collation: str | None = None) -> None:
         conn.execute(text(f"CREATE DATABASE {self.quote(self.validate_database_name(name))}"))
+
+    def is_duplicate_database(self, exc: BaseException) -> bool:
+        state = sqlstate(exc)
+        if state == _UNIQUE_VIOLATION:
+            # Two CREATE DATABASE of one name at the same moment both pass the server's name
+            # check; the later one then fails on pg_database's unique index instead.
+            diag = getattr(getattr(exc, "orig", None) or exc, "diag", None)
+            return getattr(diag, "constraint_name", None) == "pg_database_datname_index"
+        return state == _DUPLICATE_DATABASE
 
     def drop_database(self, conn: Connection, name: str) -> None:
         conn.execute(
@@ -143,23 +176,22 @@ class PostgresProvider(Provider):
         per_tx, connections, prepared = int(row[0]), int(row[1]), int(row[2])
         return LockCapacity(slots=per_tx * (connections + prepared), per_transaction=per_tx)
 
-    def catalog(self, conn: Connection) -> Catalog:
-        tables = conn.execute(
-            text(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
-            )
-        ).scalars()
-        fks = conn.execute(
-            text(
-                "SELECT cl.relname, rf.relname FROM pg_constraint co"
-                " JOIN pg_class cl ON cl.oid = co.conrelid"
-                " JOIN pg_class rf ON rf.oid = co.confrelid"
-                " JOIN pg_namespace n ON n.oid = cl.relnamespace"
-                " WHERE co.contype = 'f' AND n.nspname = current_schema()"
-            )
-        ).all()
-        return Catalog(frozenset(tables), frozenset((r[0], r[1]) for r in fks))
+    def describe_live(self, conn: Connection, tables: Iterable[str] | None = None) -> dict[str, TableShape]:
+        """Named tables are read from pg_catalog (`pg_catalog.read_shapes`: the same shapes in
+        about half the time); those it leaves aside, and the whole schema, through reflection."""
+        if tables is None:
+            return reflect_live(conn)
+        read = read_shapes(conn, tables)
+        return {**read.shapes, **reflect_live(conn, read.fallback)} if read.fallback else read.shapes
+
+    def live_type(self, declared: str, dialect: Dialect) -> str:
+        found = _FLOAT.match(declared)
+        if found is None:
+            return declared
+        return "REAL" if found.group(1) and int(found.group(1)) <= 24 else "DOUBLE PRECISION"
+
+    def table_digests(self, conn: Connection) -> dict[str, str] | None:
+        return {str(name): str(digest) for name, digest in conn.execute(TABLE_DIGESTS).all()}
 
     def connection_check(self, conn: Connection) -> dict[str, Any]:
         row = conn.execute(
@@ -184,6 +216,12 @@ class PostgresProvider(Provider):
     # The first key of the two-key advisory locks that guard templates: apart from the run and
     # schema locks, which use the one-key form.
     TEMPLATE_LOCK_CLASS = 0x64627450
+
+    def template_failure(self, exc: BaseException) -> TemplateFailure | None:
+        state = sqlstate(exc)
+        if state == _OBJECT_IN_USE:
+            return "busy"
+        return "missing" if state == _INVALID_CATALOG_NAME else None
 
     def list_templates(self, conn: Connection, prefix: str) -> list[DatabaseTemplate]:
         rows = conn.execute(
