@@ -15,7 +15,7 @@ from typing import Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dbinit_pipeline.errors import ConfigurationError, ErrorCode
+from dbinit_pipeline.errors import ConfigurationError, ErrorCode, InputError
 
 Provider = Literal["postgresql", "mysql"]
 Hosting = Literal["embedded", "local", "localhost", "aws-rds", "aws-aurora", "gcp-sql", "azure-sql"]
@@ -356,6 +356,16 @@ def find_config_path() -> Path:
 def recreate_refused(environment: str) -> str:
     """The rule, worded once: dbinit never drops the database of a protected environment."""
     return f"'recreate' is refused for the protected environment {environment!r} (it would drop a protected database)"
+
+
+def refuse_recreate(environment: str, *, protected: bool, if_exists: str) -> None:
+    """The rule, decided once (validate checks the plan, create checks it again before it drops)."""
+    if if_exists == "recreate" and protected:
+        raise InputError(
+            f"if_exists {recreate_refused(environment)}",
+            code=ErrorCode.RECREATE_REFUSED,
+            suggestions=["Use reuse (the default) or error; drop a protected database by hand if you must."],
+        )
 
 
 def validation_problems(exc: ValidationError) -> list[str]:

@@ -33,6 +33,7 @@ from dbinit_pipeline_tests.support.histories import (
     _open_optuna,
     _project,
     _target,
+    databases,  # noqa: F401 (a fixture: pytest finds it in this module's namespace)
 )
 
 # dbinit's own tables beside the history's (the core is turned off for these projects).
@@ -59,7 +60,7 @@ def test_a_real_history_applies_exactly_as_alembic_applies_it(
     provider: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    databases: list[tuple[Target, str]],
+    databases: list[tuple[Target, str]],  # noqa: F811 (the fixture imported above)
 ) -> None:
     target = _target(provider)
     by_dbinit, by_alembic = unique_name("hd"), unique_name("ha")

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from dbinit_pipeline.configuration import refuse_recreate
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import DatabaseExists
 from dbinit_pipeline.pipeline.results import DatabaseAction, DatabaseReady, InitPlan, Provisioned
@@ -43,8 +44,7 @@ def ensure_database(
                         "Or drop it first (never done automatically for a protected environment).",
                     ],
                 )
-            # build_plan refuses recreate for a protected environment; guard_mutation refuses a
-            # database that a protected environment marked.
+            refuse_recreate(plan.environment, protected=plan.protected, if_exists=plan.if_exists)
             provider.drop_database(conn, name)
             make(conn, name)
             return "recreated", True

@@ -3,10 +3,10 @@
 import re
 from dataclasses import dataclass
 
-from dbinit_pipeline.configuration import CLOUD_HOSTINGS, IF_EXISTS, LoadedConfig, recreate_refused
+from dbinit_pipeline.configuration import CLOUD_HOSTINGS, IF_EXISTS, LoadedConfig, refuse_recreate
 from dbinit_pipeline.database.providers import provider_for
 from dbinit_pipeline.database.server import url_from_variable
-from dbinit_pipeline.errors import ConfigurationError, ErrorCode, InputError
+from dbinit_pipeline.errors import ConfigurationError, InputError
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.pipeline.results import InitPlan
 from dbinit_pipeline.safety.pinned import pin_registry
@@ -59,12 +59,7 @@ def build_plan(config: LoadedConfig, environment: str, params: InitParams, *, ru
         name = env.database_name or default_database_name(model.project, environment)
     provider.validate_database_name(name)
     if_exists = params.if_exists or env.if_exists
-    if if_exists == "recreate" and protected:
-        raise InputError(
-            f"if_exists {recreate_refused(environment)}",
-            code=ErrorCode.RECREATE_REFUSED,
-            suggestions=["Use reuse (the default) or error; drop a protected database by hand if you must."],
-        )
+    refuse_recreate(environment, protected=protected, if_exists=if_exists)
     registry = registry_for(config, run_id)
     return InitPlan(
         environment=environment,

@@ -25,13 +25,13 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from dbinit_pipeline.clock import stamp
+from dbinit_pipeline.database.engines import shared_engine
 from dbinit_pipeline.errors import ConfigurationError, ErrorCode, StateStoreError, describe
 from dbinit_pipeline.redaction import redact, redact_data, register_secret
 
 if TYPE_CHECKING:
-    from dbinit_pipeline.clock import stamp
-from dbinit_pipeline.configuration import LoadedConfig
-from dbinit_pipeline.database.engines import shared_engine
+    from dbinit_pipeline.configuration import LoadedConfig
 
 STATE_URL_VAR = "DBINIT_STATE_URL"
 STATE_FILE = "state.db"

@@ -101,7 +101,7 @@ def plain_upgrade(
     """`alembic upgrade head` in a fresh interpreter, where Dagster was never imported (its SQL
     storage rewrites MySQL DDL process-wide): what Alembic does outside Dagster. Dagster's own
     history imports Dagster itself (`scripts_import_dagster`)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the checkout, where dbinit_pipeline_tests imports from
     return subprocess.run(
         [
             sys.executable,
