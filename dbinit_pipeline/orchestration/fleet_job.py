@@ -194,7 +194,7 @@ def executor_for(environment: str, settings: FleetSettings) -> ExecutorDefinitio
 
 def build_fleet_job(config: LoadedConfig, environment: str) -> JobDefinition:
     settings = fleet_settings(config, environment)
-    path = str(config.path)
+    project = ProjectResource(config_path=str(config.path), environment=environment)
     return fleet.to_job(
         name=fleet_job_name(environment),
         description=(
@@ -205,9 +205,9 @@ def build_fleet_job(config: LoadedConfig, environment: str) -> JobDefinition:
         tags={ENV_TAG: environment, FLEET_TAG: environment},
         executor_def=executor_for(environment, settings),
         resource_defs={
-            "project": ProjectResource(config_path=path, environment=environment),
+            "project": project,
             "operation_log": OperationLog(
-                path=str(config.resolve(config.model.integration.operation_log)), config_path=path
+                project=project, path=str(config.resolve(config.model.integration.operation_log))
             ),
         },
     )

@@ -66,7 +66,7 @@ def job_name(environment: str) -> str:
 
 def build_job(config: LoadedConfig, environment: str) -> JobDefinition:
     """`initialize_<env>`, bound to that environment's resources, run in one process."""
-    path = str(config.path)
+    project = ProjectResource(config_path=str(config.path), environment=environment)
     hosting = config.hosting(environment)
     return initialize.to_job(
         name=job_name(environment),
@@ -77,15 +77,15 @@ def build_job(config: LoadedConfig, environment: str) -> JobDefinition:
         tags={ENV_TAG: environment},
         executor_def=in_process_executor,
         resource_defs={
-            "project": fixed(ProjectResource(config_path=path, environment=environment)),
-            "approval_gate": fixed(ApprovalGate(config_path=path)),
-            "provisioner": fixed(provisioner_for(hosting, path)),
+            "project": fixed(project),
+            "approval_gate": fixed(ApprovalGate(project=project)),
+            "provisioner": fixed(provisioner_for(hosting, project)),
             "operation_log": fixed(
                 OperationLog(
-                    path=str(config.resolve(config.model.integration.operation_log)), config_path=path
+                    project=project, path=str(config.resolve(config.model.integration.operation_log))
                 )
             ),
-            "run_lock": fixed(RunLock(config_path=path)),
+            "run_lock": fixed(RunLock(project=project)),
         },
     )
 

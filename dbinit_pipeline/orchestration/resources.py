@@ -1,7 +1,8 @@
 """The Dagster resources of a job: thin typed wrappers over the domain, bound when the job is built.
 
-Each resource holds only where the configuration is (and, for the project, the environment); the
-work is done by plain functions below this layer. The provisioner is one class per hosting.
+`ProjectResource` says where the configuration is and which environment the job initializes;
+every other resource nests it and does its work through plain functions below this layer. The
+provisioner is one class per hosting.
 """
 
 from __future__ import annotations
@@ -40,32 +41,32 @@ class ProjectResource(ConfigurableResource):  # type: ignore[type-arg]
 class OperationLog(ConfigurableResource):  # type: ignore[type-arg]
     """Appends operation records to a JSON-lines file and to the state store of `config_path`."""
 
+    project: ProjectResource
     path: str
-    config_path: str = ""
 
     def append(self, record: dict[str, Any]) -> list[str]:
         """Write `record` to both places; returns what could not be written."""
-        return append_operation(Path(self.path), record, config_path=self.config_path)
+        return append_operation(Path(self.path), record, config_path=self.project.config_path)
 
 
 class ApprovalGate(ConfigurableResource):  # type: ignore[type-arg]
     """Decides whether a plan may proceed."""
 
-    config_path: str
+    project: ProjectResource
 
     def require(self, plan: InitPlan, *, run_id: str = "", scheduled: bool = False) -> Approved:
         """Pass, use an approval of this exact plan, or refuse with the command that approves it."""
-        return require_approval(load_cached(self.config_path), plan, run_id=run_id, scheduled=scheduled)
+        return require_approval(self.project.load(), plan, run_id=run_id, scheduled=scheduled)
 
 
 class RunLock(ConfigurableResource):  # type: ignore[type-arg]
     """The run lock as the stages see it; released at the end of the run whatever happened."""
 
-    config_path: str
+    project: ProjectResource
 
     def acquire(self, provisioned: Provisioned, *, run_id: str) -> LockHolder | None:
         """Take the lock for a real run (a dry run changes nothing and takes none)."""
-        return take_run_lock(load_cached(self.config_path), provisioned, run_id=run_id)
+        return take_run_lock(self.project.load(), provisioned, run_id=run_id)
 
     def release(self, *, run_id: str) -> bool:
         return release_run_lock(run_id)
@@ -78,7 +79,7 @@ class RunLock(ConfigurableResource):  # type: ignore[type-arg]
 class Provisioner(ConfigurableResource):  # type: ignore[type-arg]
     """Finds, starts or creates the server of one environment; one subclass per hosting."""
 
-    config_path: str
+    project: ProjectResource
 
     def provision(self, plan: InitPlan) -> ServerFound:
         raise NotImplementedError
@@ -88,28 +89,28 @@ class EmbeddedProvisioner(Provisioner):
     """hosting: embedded: a PostgreSQL server managed in .dbinit/<env>/."""
 
     def provision(self, plan: InitPlan) -> ServerFound:
-        return provision_embedded(load_cached(self.config_path), plan)
+        return provision_embedded(self.project.load(), plan)
 
 
 class LocalProvisioner(Provisioner):
     """hosting: local: the server named by the environment's connection variable."""
 
     def provision(self, plan: InitPlan) -> ServerFound:
-        return provision_local(load_cached(self.config_path), plan)
+        return provision_local(self.project.load(), plan)
 
 
 class AwsProvisioner(Provisioner):
     """hosting: aws-rds / aws-aurora: RDS instances and Aurora clusters."""
 
     def provision(self, plan: InitPlan) -> ServerFound:
-        return provision_aws(load_cached(self.config_path), plan)
+        return provision_aws(self.project.load(), plan)
 
 
 class CloudProvisioner(Provisioner):
     """hosting: gcp-sql / azure-sql: Cloud SQL and Azure Database flexible servers."""
 
     def provision(self, plan: InitPlan) -> ServerFound:
-        return provision_cloud(load_cached(self.config_path), plan)
+        return provision_cloud(self.project.load(), plan)
 
 
 PROVISIONERS: dict[str, type[Provisioner]] = {
@@ -122,9 +123,9 @@ PROVISIONERS: dict[str, type[Provisioner]] = {
 }
 
 
-def provisioner_for(hosting: str, config_path: str) -> Provisioner:
-    """The provisioner class of `hosting`, bound to the configuration."""
+def provisioner_for(hosting: str, project: ProjectResource) -> Provisioner:
+    """The provisioner class of `hosting`, bound to the project."""
     try:
-        return PROVISIONERS[hosting](config_path=config_path)
+        return PROVISIONERS[hosting](project=project)
     except KeyError:
         raise UnsupportedError(f"hosting {hosting!r} is not supported") from None
