@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline_tests.support.alembic import mysqldump_schema, plain_upgrade
+from dbinit_pipeline_tests.support.cli import DBINIT
 from dbinit_pipeline_tests.support.mysql import (
     MySQLProject,
     mysql_project,
@@ -37,6 +38,17 @@ op.create_table(
 """
 
 
+def _health(project: MySQLProject, database: str) -> tuple[int, dict[str, Any]]:
+    """`dbinit health dev` for `database`, as a user runs it: (exit code, report)."""
+    done = subprocess.run(
+        [str(DBINIT), "--config", str(project.config_path), "health", "dev", "--database-name", database],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.returncode, json.loads(done.stdout)
+
+
 def test_ddl_equals_plain_alembic_and_health_after_init_is_healthy(
     mysql_project: MySQLProject, tmp_path: Path
 ) -> None:
@@ -49,26 +61,12 @@ def test_ddl_equals_plain_alembic_and_health_after_init_is_healthy(
     assert response["status"] == "success", response
     assert response["result"]["schema"]["drift"] == []
 
-    health = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbinit"),
-            "--config",
-            str(mysql_project.config_path),
-            "health",
-            "dev",
-            "--database-name",
-            by_dbinit,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    report = json.loads(health.stdout)
+    returncode, report = _health(mysql_project, by_dbinit)
     checks = report["result"]["checks"]
     assert checks["schema"] == {"status": "healthy", "drift": 0}, report["result"]["schema"]
     assert checks["migrations"]["status"] == "healthy", checks["migrations"]
     # Only the latency may degrade on a busy machine; nothing about the schema.
-    assert health.returncode in (0, 2), report
+    assert returncode in (0, 2), report
 
     mysql_project.server.query(
         f"CREATE DATABASE `{by_alembic}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
@@ -95,21 +93,7 @@ def test_a_generated_package_set_verifies_healthy_on_mysql_and_health_agrees(
     assert response["status"] == "success", response
     assert response["result"]["migrations_applied"] == 2 + 40 * 4  # the core's two, then the set's
     assert response["result"]["schema"]["drift"] == []
-    health = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbinit"),
-            "--config",
-            str(mysql_project.config_path),
-            "health",
-            "dev",
-            "--database-name",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    report = json.loads(health.stdout)
+    report = _health(mysql_project, name)[1]
     assert report["result"]["checks"]["schema"] == {"status": "healthy", "drift": 0}, report["result"][
         "schema"
     ]
