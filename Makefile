@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo ui test lint typecheck check clean
+.PHONY: demo ui test unit lint typecheck check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ demo: $(STAMP)
 ## make ui: dagster-webserver on 127.0.0.1:3000 (or DAGSTER_WEBSERVER_PORT) and dagster-daemon, instance on
 ## the embedded PostgreSQL (or DAGSTER_PG_URL); Ctrl-C stops both and the embedded server
 ui: $(STAMP)
-	$(BIN)/python -m dbinit_pipeline.instance
+	$(BIN)/python -m dbinit_pipeline.orchestration.instance
 
 # Debian's Chromium for the UI test: Playwright drives it through executable_path.
 /usr/bin/chromium:
@@ -43,9 +43,15 @@ $(BETTER_AUTH): examples/better-auth/package-lock.json
 test: $(TEST_STAMP) /usr/bin/chromium $(BETTER_AUTH)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
+## make unit: the pure tests (no server, no Dagster run), in seconds
+unit: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not server"
+
+## make lint: ruff, and the layers contract of pyproject.toml (import-linter)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check dbinit_pipeline dbinit_pipeline_tests
 	$(BIN)/ruff format --check dbinit_pipeline dbinit_pipeline_tests
+	$(BIN)/lint-imports
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbinit_pipeline.schema.registry import PackageRegistry
+from dbinit_pipeline.migrations.registry import PackageRegistry
 
 _REVISION_HEADER = re.compile(r"^-- (\S+) (\S+) \((.+)\)$")
 

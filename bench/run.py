@@ -228,7 +228,7 @@ class Server:
     """The bench's own embedded PostgreSQL in bench/out/pg."""
 
     def __init__(self, base: Path) -> None:
-        from dbinit_pipeline.resources.embedded_server import EmbeddedPostgres
+        from dbinit_pipeline.database.embedded import EmbeddedPostgres
 
         self.embedded = EmbeddedPostgres(base)
         status = self.embedded.ensure_running()
@@ -373,7 +373,7 @@ def prepare(packages: int, migrations: int, server: Server, timeout: float) -> W
     sql = folder / "all.sql"
     sql.write_text(plan.stdout)
     from bench.peers import split_plan, write_alembic, write_dbmate
-    from dbinit_pipeline.schema.registry import PackageRegistry
+    from dbinit_pipeline.migrations.registry import PackageRegistry
 
     chunks = split_plan(plan.stdout)
     registry = PackageRegistry.discover([package_dir], entry_points=False)

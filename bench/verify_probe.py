@@ -23,9 +23,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from dbinit_pipeline.configuration import load_config
-    from dbinit_pipeline.health import verify_database
-    from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef, display_url, parse_url
-    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.database.server import DatabaseServer, ServerRef, display_url, parse_url
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.verify.health import verify_database
 
     config = load_config(args.config.resolve())
     started = time.perf_counter()

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dbinit_pipeline.configuration import LoadedConfig, load_config
-from dbinit_pipeline.errors import DbinitError, PackageError, classify
-from dbinit_pipeline.heap import collect_less
+from dbinit_pipeline import api
+from dbinit_pipeline.clock import stamp
+from dbinit_pipeline.configuration import IF_EXISTS, LoadedConfig, load_config
+from dbinit_pipeline.errors import DbinitError, ErrorCode, PackageError, classify
+from dbinit_pipeline.fastpath.heap import collect_less
+from dbinit_pipeline.pipeline.responses import error_response
 from dbinit_pipeline.redaction import redact
-from dbinit_pipeline.responses import error_response
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -51,73 +52,30 @@ def _config(args: argparse.Namespace) -> LoadedConfig:
 # -- init / plan -----------------------------------------------------------------------
 
 
-def run_init(
-    config: LoadedConfig,
-    environment: str,
-    *,
-    database_name: str | None = None,
-    if_exists: str | None = None,
-    dry_run: bool = False,
-    sql: bool = False,
-    verbose: bool = False,
-) -> dict[str, Any]:
-    """Run `initialize_<env>` in this process and return its response (success or error).
-
-    A dry run reads the ledger and the files' checksums and imports no script; with `sql` it
-    also renders each pending script's SQL, which runs the scripts' code in Alembic's offline
-    mode (as `alembic upgrade --sql` does)."""
-    from dagster import DagsterInstance
-
-    from dbinit_pipeline.jobs import build_job
-
-    config.environment(environment)
-    job = build_job(config, environment)
-    params: dict[str, Any] = {"dry_run": dry_run or sql, "sql": sql}
-    if database_name is not None:
-        params["database_name"] = database_name
-    if if_exists is not None:
-        params["if_exists"] = if_exists
-    run_config = {
-        "ops": {"validate": {"config": params}},
-        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}},
-    }
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    with instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
-    if result.success:
-        response: dict[str, Any] = result.output_for_node("log")
-        return response
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.user_failure_data:
-            metadata = event.step_failure_data.user_failure_data.metadata
-            if "response" in metadata:
-                value: dict[str, Any] = metadata["response"].value  # type: ignore[assignment]
-                return value
-    failed = next((e for e in result.all_events if e.is_step_failure), None)
-    message = (
-        failed.step_failure_data.error.message if failed and failed.step_failure_data.error else "run failed"
-    )
-    return error_response(
-        DbinitError(message, code="internal_error"),
-        stage=failed.step_key if failed and failed.step_key else "run",
-        environment=environment,
-        run_id=result.run_id,
-    )
+def _response(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """What an API call returned, or the error document of the `DbinitError` it raised."""
+    try:
+        return call()
+    except DbinitError as exc:
+        if exc.response is None:
+            raise
+        return exc.response
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     try:
-        config = _config(args)
-        response = run_init(
-            config,
-            args.environment,
-            database_name=args.database_name,
-            if_exists=args.if_exists,
-            dry_run=args.dry_run or args.command == "plan",
-            sql=args.sql,
-            verbose=args.verbose,
+        response = _response(
+            lambda: api.initialize(
+                args.environment,
+                config=_config(args),
+                database_name=args.database_name,
+                if_exists=args.if_exists,
+                dry_run=args.dry_run or args.command == "plan",
+                sql=args.sql,
+                verbose=args.verbose,
+            )
         )
-    except Exception as exc:  # a configuration or parameter error, or a bug: a response either way
+    except Exception as exc:  # a bug: still a response
         return _fail(exc, stage="validate", environment=args.environment)
     if getattr(args, "sql", False) and response.get("status") == "success":
         plan = response["result"].get("plan", {})
@@ -133,20 +91,38 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 # -- approvals -------------------------------------------------------------------------
 def _approval_plan(config: LoadedConfig, args: argparse.Namespace) -> Any:
-    from dbinit_pipeline.stages.validate import InitParams, build_plan
+    from dbinit_pipeline.pipeline.validate import InitParams, build_plan
 
     params = InitParams(database_name=args.database_name, if_exists=args.if_exists, dry_run=True)
     return build_plan(config, args.environment, params)
 
 
+def _approval_digest(config: LoadedConfig, plan: Any, args: argparse.Namespace) -> Any:
+    """The adoption's plan with --adopt, else None (the init plan)."""
+    if not getattr(args, "adopt", False):
+        return None
+    from dbinit_pipeline.database.server import DatabaseServer
+    from dbinit_pipeline.infrastructure.provisioner import provision
+
+    found = provision(config, plan)
+    return adoption_digest(config, plan, DatabaseServer(found.server), args)
+
+
 def cmd_request(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.resources.approval_gate import command_for, request_approval
+    from dbinit_pipeline.safety.approval import command_for, request_approval
 
     operation = "request-approval"
     try:
         config = _config(args)
         plan = _approval_plan(config, args)
-        outcome = request_approval(config, plan, by=args.by, reason=args.reason, fallback=sys.stderr)
+        outcome = request_approval(
+            config,
+            plan,
+            by=args.by,
+            reason=args.reason,
+            fallback=sys.stderr,
+            digest=_approval_digest(config, plan, args),
+        )
         command = command_for(config, plan, "approve")
     except Exception as exc:
         return _fail(exc, stage="request", environment=args.environment, operation=operation)
@@ -180,19 +156,25 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.jobs import job_name
-    from dbinit_pipeline.resources.approval_gate import approve_plan
+    from dbinit_pipeline.orchestration.jobs import job_name
+    from dbinit_pipeline.safety.approval import approve_plan
 
     operation = "approve"
     try:
         config = _config(args)
         plan = _approval_plan(config, args)
         record, digest = approve_plan(
-            config, plan, by=args.by, reason=args.reason, ttl=args.ttl, expected_hash=args.plan_hash
+            config,
+            plan,
+            by=args.by,
+            reason=args.reason,
+            ttl=args.ttl,
+            expected_hash=args.plan_hash,
+            digest=_approval_digest(config, plan, args),
         )
     except Exception as exc:
         return _fail(exc, stage="approve", environment=args.environment, operation=operation)
-    expires = record.expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    expires = stamp(record.expires_at)
     _emit(
         {
             "status": "success",
@@ -222,116 +204,40 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 # -- status / health -------------------------------------------------------------------
-def _server_for(config: LoadedConfig, environment: str, database_name: str | None) -> Any:
-    from dbinit_pipeline.resources.provisioner import provision
-    from dbinit_pipeline.stages.validate import InitParams, build_plan
-
-    plan = build_plan(config, environment, InitParams(database_name=database_name, dry_run=True))
-    found = provision(config, plan)
-    return plan, found
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.resources.database_server import DatabaseServer
-    from dbinit_pipeline.schema.loading import registry_for
-    from dbinit_pipeline.schema.runner import MigrationRunner
-
     try:
-        config = _config(args)
-        plan, found = _server_for(config, args.environment, args.database_name)
-        exists = False
-        packages = registry_for(config).ordered()
-        if found.infrastructure != "would_provision":
-            server = DatabaseServer(found.server)
-            with server.connect(autocommit=True) as conn:
-                exists = server.provider.database_exists(conn, plan.database_name)
-            statuses = MigrationRunner(server, plan.database_name).status(packages, database_exists=exists)
-        else:
-            from dbinit_pipeline.schema.runner import PackageStatus
-
-            statuses = [
-                PackageStatus(p.name, p.version, (), tuple(m.revision for m in p.migrations))
-                for p in packages
-            ]
-    except DbinitError as exc:
-        return _fail(exc, stage="status", environment=args.environment, operation="status")
+        response = _response(
+            lambda: api.status(args.environment, config=_config(args), database_name=args.database_name)
+        )
     except Exception as exc:
         return _fail(exc, stage="status", environment=args.environment, operation="status")
-    _emit(
-        {
-            "status": "success",
-            "operation": "status",
-            "result": {
-                "environment": plan.environment,
-                "database_name": plan.database_name,
-                "server": found.server.url_display,
-                "database_exists": exists,
-                "applied": sum(len(s.applied) for s in statuses),
-                "pending": sum(len(s.pending) for s in statuses),
-                "packages": [
-                    {
-                        "name": s.name,
-                        "version": s.version,
-                        "applied": list(s.applied),
-                        "pending": list(s.pending),
-                    }
-                    for s in statuses
-                ],
-            },
-        }
-    )
-    return 0
+    _emit(response)
+    return 0 if response.get("status") == "success" else 1
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.health import verify_database
-    from dbinit_pipeline.resources.database_server import DatabaseServer
-    from dbinit_pipeline.schema.loading import registry_for
-
     try:
-        config = _config(args)
-        plan, found = _server_for(config, args.environment, args.database_name)
-        if found.infrastructure == "would_provision":
-            raise DbinitError(
-                f"The embedded server of {args.environment!r} was never initialized",
-                code="not_initialized",
-                suggestions=[f"Run dbinit init {args.environment} first."],
-            )
-        outcome = verify_database(
-            DatabaseServer(found.server),
-            plan.database_name,
-            registry_for(config).ordered(),
-            config.model.health,
+        response = _response(
+            lambda: api.health(args.environment, config=_config(args), database_name=args.database_name)
         )
     except Exception as exc:
         return _fail(exc, stage="health", environment=args.environment, operation="health")
-    _emit(
-        {
-            "status": outcome.status,
-            "operation": "health",
-            "result": {
-                "environment": plan.environment,
-                "database_name": plan.database_name,
-                "checks": outcome.health,
-                "schema": outcome.schema,
-            },
-        }
-    )
-    return {"healthy": 0, "degraded": 2}.get(outcome.status, 1)
+    _emit(response)
+    return {"healthy": 0, "degraded": 2}.get(str(response.get("status")), 1)
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.resources.database_server import DatabaseServer
-    from dbinit_pipeline.schema.loading import registry_for
-    from dbinit_pipeline.schema.runner import MigrationRunner
+    from dbinit_pipeline.database.server import DatabaseServer
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.migrations.runner import MigrationRunner
 
     operation = "resolve"
     try:
         config = _config(args)
-        plan, found = _server_for(config, args.environment, args.database_name)
+        plan, found = api.server_for(config, args.environment, args.database_name)
         if found.infrastructure == "would_provision":
             raise DbinitError(
-                f"The server of {args.environment!r} does not exist yet", code="not_initialized"
+                f"The server of {args.environment!r} does not exist yet", code=ErrorCode.NOT_INITIALIZED
             )
         runner = MigrationRunner(
             DatabaseServer(found.server), plan.database_name, run_id=uuid.uuid4().hex[:12]
@@ -359,9 +265,118 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- adopt -----------------------------------------------------------------------------
+def adoption_digest(config: LoadedConfig, plan: Any, server: Any, args: argparse.Namespace) -> Any:
+    """The plan of an adoption as approvals see it: the run's plan plus the revisions it records."""
+    from dataclasses import replace
+
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.pipeline.adopt import adoption_key, find_positions
+    from dbinit_pipeline.pipeline.plan_hash import PendingRevision, compute_plan
+
+    packages = registry_for(config).ordered()
+    with server.connect(plan.database_name) as conn:
+        positions = find_positions(conn, packages, package=args.package, at=args.at)
+        conn.rollback()
+    keys = adoption_key(positions, packages)
+    digest = compute_plan(config, plan)
+    adopted = {(p, r) for p, r, _ in keys}
+    return replace(
+        digest,
+        adopt=tuple(PendingRevision(*k) for k in keys),
+        accept_drift=bool(args.accept_drift),
+        pending=tuple(p for p in digest.pending if (p.package, p.revision) not in adopted),
+    )
+
+
+def run_adopt(config: LoadedConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Adopt the environment's database (see schema/adopt.py); protected environments need an
+    approval of the adoption's plan."""
+    from dataclasses import replace
+
+    from dbinit_pipeline.database.server import DatabaseServer
+    from dbinit_pipeline.migrations.loading import registry_for
+    from dbinit_pipeline.pipeline.adopt import adopt
+    from dbinit_pipeline.safety.approval import require_approval
+    from dbinit_pipeline.safety.protection import read_mark, refuse_if_protected, write_mark
+
+    plan, found = api.server_for(config, args.environment, args.database_name)
+    if found.infrastructure == "would_provision":
+        raise DbinitError(
+            f"The server of {args.environment!r} does not exist yet: there is nothing to adopt",
+            code=ErrorCode.NOT_INITIALIZED,
+        )
+    server = DatabaseServer(found.server)
+    run_id = f"adopt-{uuid.uuid4().hex[:12]}"
+    approved: frozenset[tuple[str, str, str]] | None = None
+    approval: dict[str, Any] = {"required": False}
+    if plan.needs_approval and not args.dry_run:
+        digest = adoption_digest(config, plan, server, args)
+        grant = require_approval(config, replace(plan, dry_run=False), run_id=run_id, digest=digest)
+        approved = frozenset((p.package, p.revision, p.checksum) for p in digest.adopt)
+        approval = {"required": True, "approved_by": grant.approved_by, "plan_hash": digest.hash}
+    if not args.dry_run:
+        refuse_if_protected(
+            read_mark(server, plan.database_name),
+            database=plan.database_name,
+            environment=plan.environment,
+            recreate=False,
+            approved=approved is not None,
+        )
+    report = adopt(
+        server,
+        plan.database_name,
+        registry_for(config).ordered(),
+        package=args.package,
+        at=args.at,
+        dry_run=args.dry_run,
+        accept_drift=args.accept_drift,
+        run_id=run_id,
+        lock_timeout=config.model.safety.lock_timeout,
+        collation=config.model.database.collation,
+        approved=approved,
+    )
+    if plan.protected and not args.dry_run:
+        write_mark(server, plan.database_name, plan.environment, run_id)
+    result = {"environment": plan.environment, **report.as_dict(), "approval": approval}
+    count = result["revisions_to_adopt"]
+    if args.dry_run:
+        message = f"Dry run: {count} revision(s) of {plan.database_name} would be recorded as adopted"
+        steps = [f"Adopt: dbinit adopt {plan.environment}" + (" --accept-drift" if report.drift else "")]
+    else:
+        message = f"{count} revision(s) of {plan.database_name} recorded as adopted (run {run_id})"
+        steps = [f"Apply what is later: dbinit init {plan.environment}"]
+    if report.drift:
+        message += f"; drift in {len(report.drift)} table(s)" + (" accepted" if args.accept_drift else "")
+    return {
+        "status": "success",
+        "operation": "adopt",
+        "result": result,
+        "message": message,
+        "next_steps": steps,
+    }
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    try:
+        response = run_adopt(_config(args), args)
+    except Exception as exc:
+        from dbinit_pipeline.errors import ApprovalError
+
+        if isinstance(exc, ApprovalError):
+            flags = " --adopt" + (f" --package {args.package} --at {args.at}" if args.package else "")
+            flags += " --accept-drift" if args.accept_drift else ""
+            exc.suggestions.insert(
+                0, f"This is an adoption: approve it with dbinit approve {args.environment}{flags} --by NAME"
+            )
+        return _fail(exc, stage="adopt", environment=args.environment, operation="adopt")
+    _emit(response)
+    return 0
+
+
 # -- packages --------------------------------------------------------------------------
 def cmd_graph(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.migrations.loading import registry_for
 
     try:
         registry = registry_for(_config(args))
@@ -396,7 +411,7 @@ def downgrade():
 
 def new_migration(config: LoadedConfig, package: str, message: str) -> Path:
     """Write the next revision script of `package` and return its path."""
-    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.migrations.loading import registry_for
 
     registry = registry_for(config)
     pkg = registry.by_name.get(package)
@@ -434,6 +449,14 @@ def cmd_new_migration(args: argparse.Namespace) -> int:
 
 
 # -- entry point -----------------------------------------------------------------------
+def adoption_flags(p: argparse.ArgumentParser) -> None:
+    """`--adopt` (and its selection) on request/approve: the plan is the adoption's."""
+    p.add_argument("--adopt", action="store_true", help="the plan of `dbinit adopt ENV`, not of init")
+    p.add_argument("--package", help="with --adopt: the package of --at")
+    p.add_argument("--at", help="with --adopt: the revision the package stands at")
+    p.add_argument("--accept-drift", action="store_true", help="with --adopt: as dbinit adopt --accept-drift")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbinit", description="Initialize databases per environment.")
     parser.add_argument("--config", help="path to dbinit.yaml (default: $DBINIT_CONFIG, $DBINIT_CWD, ./)")
@@ -449,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         with_env(p)
-        p.add_argument("--if-exists", choices=["reuse", "error", "recreate"])
+        p.add_argument("--if-exists", choices=IF_EXISTS)
         p.add_argument("--dry-run", action="store_true", help="change nothing; list what would be applied")
         p.add_argument(
             "--sql",
@@ -462,17 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_env(p)
     p.add_argument(
         "--if-exists",
-        choices=["reuse", "error", "recreate"],
+        choices=IF_EXISTS,
         help="the run's policy, if not the configured one",
     )
     p.add_argument("--by", required=True, help="your name")
     p.add_argument("--reason", help="why the run is needed")
+    adoption_flags(p)
     p.set_defaults(func=cmd_request)
     p = sub.add_parser("approve", help="approve the current plan for one run (approvers only)")
     with_env(p)
     p.add_argument(
         "--if-exists",
-        choices=["reuse", "error", "recreate"],
+        choices=IF_EXISTS,
         help="the run's policy, if not the configured one",
     )
     p.add_argument("--by", required=True, help="your name, as listed in safety.approvers.<env>")
@@ -481,7 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plan-hash", help="the hash you reviewed (dbinit plan); refused if the plan changed since"
     )
+    adoption_flags(p)
     p.set_defaults(func=cmd_approve)
+    p = sub.add_parser("adopt", help="record where a database built by an application's own Alembic stands")
+    with_env(p)
+    p.add_argument("--package", help="adopt only this package (with --at)")
+    p.add_argument("--at", help="the revision the package stands at, when its version table does not say")
+    p.add_argument(
+        "--dry-run", action="store_true", help="verify and show what would be recorded; change nothing"
+    )
+    p.add_argument("--accept-drift", action="store_true", help="record even where the live schema differs")
+    p.set_defaults(func=cmd_adopt)
     p = sub.add_parser("status", help="applied and pending revisions per package")
     with_env(p)
     p.set_defaults(func=cmd_status)

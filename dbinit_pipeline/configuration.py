@@ -8,20 +8,54 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dbinit_pipeline.errors import ConfigurationError
+from dbinit_pipeline.errors import ConfigurationError, ErrorCode, InputError
 
 Provider = Literal["postgresql", "mysql"]
 Hosting = Literal["embedded", "local", "localhost", "aws-rds", "aws-aurora", "gcp-sql", "azure-sql"]
 IfExists = Literal["reuse", "error", "recreate"]
+IF_EXISTS: tuple[IfExists, ...] = get_args(IfExists)
+TransactionMode = Literal["auto", "single", "per_package"]
 CLOUD_HOSTINGS = ("aws-rds", "aws-aurora", "gcp-sql", "azure-sql")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_RESERVED = ("public", "information_schema")
+
+
+def check_core_schema(value: str | None) -> str | None:
+    """`core.schema` as dbinit.yaml gives it, or a ValueError saying what a valid one is."""
+    if value is None:
+        return None
+    if not SCHEMA_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a schema name dbinit uses: lowercase letters, digits and underscores "
+            "(at most 63), starting with a letter or underscore"
+        )
+    if value in _RESERVED or value.startswith("pg_"):
+        raise ValueError(
+            f"{value!r} cannot hold the core: leave core.schema out for the default schema, or name "
+            "a schema of its own such as dbinit_core"
+        )
+    return value
+
+
+def refuse_core_schema_on(provider: str, schema: str | None) -> None:
+    """A ValueError where `core.schema` is set for a server without schemas inside a database."""
+    if schema is not None and provider != "postgresql":
+        raise ValueError(
+            f"core.schema ({schema!r}) is PostgreSQL only: on {provider} a schema is a database, so "
+            "the core cannot live in one of its own inside the database; remove core.schema, or "
+            "turn the core off with core: {enabled: false} for a history that owns its table names"
+        )
 
 
 class _Strict(BaseModel):
@@ -173,13 +207,21 @@ class EnvironmentSettings(_Strict):
 class PackageSettings(_Strict):
     paths: list[str] = Field(default_factory=list)
     entry_points: bool = True
-    transaction: Literal["auto", "single", "per_package"] = "auto"
+    transaction: TransactionMode = "auto"
 
 
 class CoreSettings(_Strict):
     # false: no core schema (users, sessions, ... workspaces) is applied or expected, so a
     # history that owns tables of those names applies unchanged.
     enabled: bool = True
+    # PostgreSQL: the schema (namespace) the core's tables and version table live in; default the
+    # connection's current schema (public), beside the packages' tables.
+    schema_: str | None = Field(default=None, alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema_name(cls, value: str | None) -> str | None:
+        return check_core_schema(value)
 
 
 class SafetySettings(_Strict):
@@ -234,16 +276,18 @@ class ProjectConfig(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _core_schema_rules(self) -> ProjectConfig:
+        refuse_core_schema_on(self.database.provider, self.core.schema_)
+        return self
+
+    @model_validator(mode="after")
     def _protected_rules(self) -> ProjectConfig:
         for name in self.safety.protected_environments:
             env = self.environments.get(name)
             if env is None:
                 continue
             if env.if_exists == "recreate":
-                raise ValueError(
-                    f"environments.{name}.if_exists: 'recreate' is refused for the protected "
-                    f"environment {name!r} (it would drop a protected database)"
-                )
+                raise ValueError(f"environments.{name}.if_exists: {recreate_refused(name)}")
             if env.rebuild is not None:
                 raise ValueError(
                     f"environments.{name}.rebuild: rebuild schedules are refused for the protected "
@@ -275,7 +319,7 @@ class LoadedConfig:
             known = ", ".join(sorted(self.model.environments)) or "none"
             raise ConfigurationError(
                 f"Unknown environment {name!r}: {self.path} configures {known}",
-                code="unknown_environment",
+                code=ErrorCode.UNKNOWN_ENVIRONMENT,
                 suggestions=[
                     f"Use one of: {known}.",
                     f"Or add environments.{name} to {self.path}.",
@@ -309,6 +353,34 @@ def find_config_path() -> Path:
     return (Path(base).expanduser() if base else Path.cwd()).resolve() / "dbinit.yaml"
 
 
+def recreate_refused(environment: str) -> str:
+    """The rule, worded once: dbinit never drops the database of a protected environment."""
+    return f"'recreate' is refused for the protected environment {environment!r} (it would drop a protected database)"
+
+
+def refuse_recreate(environment: str, *, protected: bool, if_exists: str) -> None:
+    """The rule, decided once (validate checks the plan, create checks it again before it drops)."""
+    if if_exists == "recreate" and protected:
+        raise InputError(
+            f"if_exists {recreate_refused(environment)}",
+            code=ErrorCode.RECREATE_REFUSED,
+            suggestions=["Use reuse (the default) or error; drop a protected database by hand if you must."],
+        )
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """pydantic's errors as `key.path: message` lines, the way every file dbinit reads reports them."""
+    problems = []
+    for err in exc.errors():
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        problems.append(f"{_format_location(tuple(err['loc']))}: {message}")
+    return problems
+
+
 def _format_location(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
@@ -325,7 +397,7 @@ def load_config(path: Path | None = None) -> LoadedConfig:
     if not path.is_file():
         raise ConfigurationError(
             f"Configuration not found: {path}",
-            code="configuration_missing",
+            code=ErrorCode.CONFIGURATION_MISSING,
             suggestions=[
                 "Create dbinit.yaml in the project folder (see the README), or",
                 "point DBINIT_CONFIG at the file, or DBINIT_CWD at the folder that holds it.",
@@ -346,18 +418,24 @@ def load_config(path: Path | None = None) -> LoadedConfig:
     try:
         model = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = _format_location(tuple(err["loc"]))
-            message = err["msg"]
-            if err["type"] == "extra_forbidden":
-                message = "unknown key"
-            elif message.startswith("Value error, "):
-                message = message[len("Value error, ") :]
-            problems.append(f"{key}: {message}")
+        problems = validation_problems(exc)
         raise ConfigurationError(
             f"Invalid configuration in {path}: " + "; ".join(problems),
             details={"problems": problems, "file": str(path)},
             suggestions=[f"Fix the key(s) named above in {path}."],
         ) from None
     return LoadedConfig(model, path)
+
+
+@lru_cache(maxsize=16)
+def _load_version(path: str, mtime_ns: int) -> LoadedConfig:
+    return load_config(Path(path))
+
+
+def load_cached(path: str) -> LoadedConfig:
+    """The configuration at `path`, read once per process and file version."""
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except OSError:
+        mtime = -1
+    return _load_version(path, mtime)

@@ -23,7 +23,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
-from dbinit_pipeline.resources.embedded_server import EmbeddedPostgres
+from dbinit_pipeline.database.embedded import EmbeddedPostgres
 
 TEST_URL_VAR = "DBINIT_TEST_TARGET_URL"
 
@@ -175,12 +175,12 @@ class Project:
         return folder
 
     def run(self, environment: str = "dev", **params: Any) -> dict[str, Any]:
-        from dbinit_pipeline.cli import run_init
+        from dbinit_pipeline.orchestration.jobs import run_in_process as run_init
 
         return run_init(self.config(), environment, **params)
 
     def operations(self) -> list[dict[str, Any]]:
-        from dbinit_pipeline.resources.operation_log import read_records
+        from dbinit_pipeline.operation_log import read_records
 
         return read_records(self.root / ".dbinit" / "operations.jsonl")
 
@@ -231,3 +231,14 @@ def embedded_project(
     yield project
     for name in project.created:
         embedded_pg.drop(name)
+
+
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything outside unit/ talks to a server or runs Dagster: marked `server`, so that
+    `pytest -m "not server"` runs the pure tests alone, in seconds."""
+    for item in items:
+        if UNIT not in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.server)

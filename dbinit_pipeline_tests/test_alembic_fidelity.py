@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline_tests.conftest import Project
-from dbinit_pipeline_tests.test_verify_health import health
+from dbinit_pipeline_tests.support.cli import health
 
 RUNTIME_BODY = """
 from alembic import context
@@ -108,7 +108,7 @@ def test_mysql_ddl_is_alembics_even_where_dagster_storage_is_imported() -> None:
     alembic_alone = _compiled_ddl("", "")
     dagster_raw = _compiled_ddl("import dagster._core.storage.sql", "")
     dbinit = _compiled_ddl(
-        "import dagster._core.storage.sql\nfrom dbinit_pipeline.providers.plain_ddl import plain_ddl",
+        "import dagster._core.storage.sql\nfrom dbinit_pipeline.database.providers.plain_ddl import plain_ddl",
         "plain_ddl(dialect)",
     )
     # The overrides are real in this Dagster (else the test would prove nothing) ...
@@ -117,7 +117,7 @@ def test_mysql_ddl_is_alembics_even_where_dagster_storage_is_imported() -> None:
     assert dbinit == alembic_alone
     # Dagster's own compilation is left as Dagster wants it.
     dagster_after = _compiled_ddl(
-        "import dagster._core.storage.sql\nfrom dbinit_pipeline.providers.plain_ddl import plain_ddl\n"
+        "import dagster._core.storage.sql\nfrom dbinit_pipeline.database.providers.plain_ddl import plain_ddl\n"
         "plain_ddl(mysql.dialect())",
         "",
     )
@@ -162,7 +162,7 @@ def test_renames_drops_and_dialect_conditional_tables_verify_healthy(project: Pr
 def test_the_default_version_table_is_read_by_plain_alembic(project: Project, tmp_path: Path) -> None:
     from alembic import command
 
-    from dbinit_pipeline_tests.alembic_support import alembic_config, current
+    from dbinit_pipeline_tests.support.alembic import alembic_config, current
 
     folder = project.write_package(
         "plainread",
@@ -205,7 +205,7 @@ def _table(name: str, fk: str | None = None) -> str:
 def test_branch_labels_depends_on_and_merges_are_ordered_as_alembic_orders_them(project: Project) -> None:
     from alembic.script import ScriptDirectory
 
-    from dbinit_pipeline.schema.registry import PackageRegistry
+    from dbinit_pipeline.migrations.registry import PackageRegistry
 
     graph = project.write_package("graphy")
     versions = graph / "migrations"
@@ -252,7 +252,7 @@ def test_branch_labels_depends_on_and_merges_are_ordered_as_alembic_orders_them(
 
 def test_an_unknown_depends_on_is_named_with_its_file(project: Project) -> None:
     from dbinit_pipeline.errors import PackageError
-    from dbinit_pipeline.schema.registry import PackageRegistry
+    from dbinit_pipeline.migrations.registry import PackageRegistry
 
     folder = project.write_package("lonely") / "migrations"
     _script(folder, "a_1", "lon1", None, _table("lon_1"), depends_on="nowhere1")

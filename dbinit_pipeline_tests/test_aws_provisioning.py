@@ -28,8 +28,7 @@ from moto.server import ThreadedMotoServer
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.errors import DbinitError, ProvisioningError
-from dbinit_pipeline.redaction import redact
-from dbinit_pipeline.resources.aws import (
+from dbinit_pipeline.infrastructure.aws import (
     ENVIRONMENT_TAG,
     Deadline,
     aws_disk_space,
@@ -39,9 +38,10 @@ from dbinit_pipeline.resources.aws import (
     rds_client,
     wait_until_available,
 )
-from dbinit_pipeline.resources.provisioner import provision
-from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline.stages.validate import InitParams, build_plan
+from dbinit_pipeline.infrastructure.provisioner import provision
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
+from dbinit_pipeline.pipeline.validate import InitParams, build_plan
+from dbinit_pipeline.redaction import redact
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
 
 REGION = "us-east-1"

@@ -2,7 +2,7 @@
 
 The generated clients (azure-mgmt-postgresqlflexibleservers, -mysqlflexibleservers,
 -resource-locks, -monitor, azure-keyvault-secrets) send real HTTPS through azure-core to
-`AzureApi` (cloud_rest_apis.py), which answers ARM's flexible server, async operation, lock and
+`AzureApi` (support/cloud_apis.py), which answers ARM's flexible server, async operation, lock and
 metrics APIs and Key Vault's secrets API in their documented shapes. azure-identity's
 DefaultAzureCredential gets its token from the same server through the service principal
 variables (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET) and the configured authority.
@@ -21,11 +21,20 @@ import yaml
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.errors import ConfigurationError, DbinitError, ProvisioningError
-from dbinit_pipeline.resources import azure as azure_module
-from dbinit_pipeline.resources.cloud import ENVIRONMENT_LABEL, cloud_disk_space, ensure_cloud_infrastructure
-from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline_tests.cloud_rest_apis import AzureApi, arm_error, loopback_only, self_signed_certificate
+from dbinit_pipeline.infrastructure import azure as azure_module
+from dbinit_pipeline.infrastructure.cloud import (
+    ENVIRONMENT_LABEL,
+    cloud_disk_space,
+    ensure_cloud_infrastructure,
+)
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
+from dbinit_pipeline_tests.support.cloud_apis import (
+    AzureApi,
+    arm_error,
+    loopback_only,
+    self_signed_certificate,
+)
 
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
 GROUP = "dbinit-rg"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
+from dbinit_pipeline_tests.support.cli import DBINIT
 
 REPO = Path(__file__).resolve().parents[1]
-DBINIT = REPO / ".venv" / "bin" / "dbinit"
 
 
 def _closed_port() -> int:
@@ -147,7 +147,7 @@ def test_password_never_printed_by_dbinit(project: Project, embedded_pg: PgServe
 
 
 def test_definitions_load_one_job_per_environment(project: Project) -> None:
-    from dbinit_pipeline.jobs import build_jobs
+    from dbinit_pipeline.orchestration.jobs import build_jobs
 
     jobs = {job.name: job for job in build_jobs(project.config())}
     assert set(jobs) == {"initialize_dev", "initialize_production"}

@@ -24,12 +24,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.cli import main
-from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
-from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.package import read_package
-from dbinit_pipeline.schema.runner import MigrationRunner
+from dbinit_pipeline.database.server import DatabaseServer, ServerRef
+from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.package import read_package
+from dbinit_pipeline.migrations.runner import MigrationRunner
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
-from dbinit_pipeline_tests.mysql_support import TARGET_VAR, MySQLProject, mysql_project, mysql_server
+from dbinit_pipeline_tests.support.mysql import TARGET_VAR, MySQLProject, mysql_project, mysql_server
 
 __all__ = ["mysql_project", "mysql_server"]  # fixtures, used by name
 

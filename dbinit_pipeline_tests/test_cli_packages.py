@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
-from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.package import read_package
-from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
-
-DBINIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dbinit"
-
-
-def dbinit(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, TEST_URL_VAR: project.server.url}
-    return subprocess.run(
-        [str(DBINIT), "--config", str(project.config_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-    )
+from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.package import read_package
+from dbinit_pipeline_tests.conftest import Project
+from dbinit_pipeline_tests.support.cli import dbinit
 
 
 def three_packages(project: Project) -> None:
@@ -113,7 +99,7 @@ def test_new_migration_scaffolds_the_next_revision(project: Project) -> None:
     assert path.name == "0002_add_invoice_totals.py"
     text = path.read_text()
     assert "down_revision = 'bill1'" in text
-    from dbinit_pipeline.schema.registry import PackageRegistry
+    from dbinit_pipeline.migrations.registry import PackageRegistry
 
     registry = PackageRegistry.discover([project.root / "packages"], entry_points=False)
     billing = registry.by_name["billing"]

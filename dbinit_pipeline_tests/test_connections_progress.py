@@ -6,9 +6,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from dbinit_pipeline.resources import database_server
-from dbinit_pipeline.resources.database_server import MAX_ENGINES, DatabaseServer, ServerRef, display_url
-from dbinit_pipeline.stages.schema_progress import throttled
+from dbinit_pipeline.database import engines
+from dbinit_pipeline.database.engines import MAX_ENGINES
+from dbinit_pipeline.database.server import DatabaseServer, ServerRef, display_url
+from dbinit_pipeline.orchestration.stages.schema_progress import throttled
 from dbinit_pipeline_tests.conftest import PgServer
 
 
@@ -56,7 +57,7 @@ def test_engines_beyond_the_limit_are_disposed_least_recently_used_first(
         server.engine(f"dbinit_engine_probe_{i}")  # engines are lazy: nothing connects
         assert server.engine() is kept  # used again each time: never the least recent
     assert server.engine("dbinit_engine_probe_0") is not server.engine("dbinit_engine_probe_1")
-    assert len(database_server._ENGINES) <= MAX_ENGINES
+    assert len(engines._ENGINES) <= MAX_ENGINES
     with server.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar() == 1
 
@@ -93,7 +94,7 @@ def test_progress_also_reports_after_a_quiet_interval() -> None:
 def test_collect_less_raises_only_a_lower_young_threshold_and_never_reenables_gc() -> None:
     import gc
 
-    from dbinit_pipeline.heap import YOUNG_THRESHOLD, collect_less
+    from dbinit_pipeline.fastpath.heap import YOUNG_THRESHOLD, collect_less
 
     saved = gc.get_threshold()
     try:

@@ -21,11 +21,11 @@ import yaml
 from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 from dagster._core.instance.ref import InstanceRef
 
-from dbinit_pipeline.fleet import tenant_database
-from dbinit_pipeline.resources.notifier import failure_notification
-from dbinit_pipeline.sensors.run_failure import describe_failure
+from dbinit_pipeline.notification import failure_notification
+from dbinit_pipeline.orchestration.sensors.run_failure import describe_failure
+from dbinit_pipeline.pipeline.fleet import tenant_database
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
-from dbinit_pipeline_tests.test_templates import drop_template, templates_of
+from dbinit_pipeline_tests.support.templates import drop_template, templates_of
 
 BIN = Path(sys.executable).parent
 BROKER = ("127.0.0.1", 5672)
@@ -258,7 +258,7 @@ def test_the_same_fleet_on_celery_workers_end_to_end(
 def test_the_executor_comes_from_the_configuration_and_a_missing_one_is_named(tmp_path: Path) -> None:
     from dbinit_pipeline.configuration import load_config
     from dbinit_pipeline.errors import ConfigurationError
-    from dbinit_pipeline.fleet_job import build_fleet_job
+    from dbinit_pipeline.orchestration.fleet_job import build_fleet_job
 
     path = tmp_path / "dbinit.yaml"
 

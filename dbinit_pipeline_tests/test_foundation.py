@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline.schema.package import read_package
+from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
+from dbinit_pipeline.migrations.package import read_package
 from dbinit_pipeline_tests.conftest import Project
 
 CORE_FKS = {

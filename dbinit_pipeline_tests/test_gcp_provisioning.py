@@ -1,6 +1,6 @@
 """Google Cloud hosting (gcp-sql) through google-api-python-client against a local REST server.
 
-The discovery client sends real HTTP through httplib2 to `GoogleCloudApi` (cloud_rest_apis.py),
+The discovery client sends real HTTP through httplib2 to `GoogleCloudApi` (support/cloud_apis.py),
 which answers Cloud SQL Admin v1, Secret Manager v1 and Monitoring v3 in their documented shapes;
 the credentials are a service account key whose token endpoint is that server. Each scenario
 asserts the requests it sent. The end-to-end job provisions there and applies the schema on the
@@ -23,11 +23,15 @@ from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.errors import ConfigurationError, DbinitError, ProvisioningError
-from dbinit_pipeline.resources.cloud import ENVIRONMENT_LABEL, cloud_disk_space, ensure_cloud_infrastructure
-from dbinit_pipeline.resources.gcp import application_default_credentials
-from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline_tests.cloud_rest_apis import GoogleCloudApi, google_error, loopback_only
+from dbinit_pipeline.infrastructure.cloud import (
+    ENVIRONMENT_LABEL,
+    cloud_disk_space,
+    ensure_cloud_infrastructure,
+)
+from dbinit_pipeline.infrastructure.gcp import application_default_credentials
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
+from dbinit_pipeline_tests.support.cloud_apis import GoogleCloudApi, google_error, loopback_only
 
 PROJECT = "dbinit-test-project"
 FAST = {"poll_interval": 0.01, "wait_timeout": 5}
@@ -518,7 +522,7 @@ def test_missing_client_libraries_name_the_extra_to_install(
 ) -> None:
     # As if `pip install dbinit_pipeline` ran without [gcp]: importing the discovery client fails.
     monkeypatch.setitem(sys.modules, "googleapiclient", None)
-    monkeypatch.delitem(sys.modules, "dbinit_pipeline.resources.gcp")
+    monkeypatch.delitem(sys.modules, "dbinit_pipeline.infrastructure.gcp")
     config = write_config(tmp_path, gcp_block(api, unique_instance()))
 
     with pytest.raises(ConfigurationError) as caught:

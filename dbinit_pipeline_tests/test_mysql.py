@@ -18,6 +18,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from dbinit_pipeline.cli import main
+from dbinit_pipeline.database.providers import provider_for
+from dbinit_pipeline.database.providers.mysql import DEFAULT_COLLATION, MySQLProvider, local_disk
+from dbinit_pipeline.database.server import DatabaseServer, ServerRef
 from dbinit_pipeline.errors import (
     ConfigurationError,
     DatabaseExists,
@@ -26,15 +29,12 @@ from dbinit_pipeline.errors import (
     UnsupportedError,
     classify,
 )
-from dbinit_pipeline.providers import provider_for
-from dbinit_pipeline.providers.mysql import DEFAULT_COLLATION, MySQLProvider, local_disk
-from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
-from dbinit_pipeline.resources.run_lock import lock_name as run_lock_name
-from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline.schema.package import read_package
+from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
+from dbinit_pipeline.migrations.package import read_package
+from dbinit_pipeline.safety.run_lock import lock_name as run_lock_name
 from dbinit_pipeline_tests.conftest import write_migration
-from dbinit_pipeline_tests.mysql_support import (
+from dbinit_pipeline_tests.support.mysql import (
     TARGET_VAR,
     MySQLProject,
     mysql_account,

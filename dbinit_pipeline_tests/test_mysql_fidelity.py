@@ -15,8 +15,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from dbinit_pipeline_tests.alembic_support import mysqldump_schema, plain_upgrade
-from dbinit_pipeline_tests.mysql_support import (
+from dbinit_pipeline_tests.support.alembic import mysqldump_schema, plain_upgrade
+from dbinit_pipeline_tests.support.mysql import (
     MySQLProject,
     mysql_project,
     mysql_server,
@@ -82,3 +82,36 @@ def test_ddl_equals_plain_alembic_and_health_after_init_is_healthy(
     table = next(block for block in ours.split(";") if "CREATE TABLE `typed_things`" in block)
     assert table in theirs, (table, theirs)
     assert "float(32)" not in table.lower() and "datetime(6)" not in table.lower()
+
+
+def test_a_generated_package_set_verifies_healthy_on_mysql_and_health_agrees(
+    mysql_project: MySQLProject,
+) -> None:
+    from bench.package_generator import generate
+
+    generate(mysql_project.root / "packages", 40, 4)  # the benchmark's workload, smaller
+    name = mysql_project.database()
+    response = mysql_project.run(database_name=name)
+    assert response["status"] == "success", response
+    assert response["result"]["migrations_applied"] == 2 + 40 * 4  # the core's two, then the set's
+    assert response["result"]["schema"]["drift"] == []
+    health = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbinit"),
+            "--config",
+            str(mysql_project.config_path),
+            "health",
+            "dev",
+            "--database-name",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(health.stdout)
+    assert report["result"]["checks"]["schema"] == {"status": "healthy", "drift": 0}, report["result"][
+        "schema"
+    ]
+    again = mysql_project.run(database_name=name)
+    assert again["status"] == "success" and again["result"]["migrations_applied"] == 0

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from dbinit_pipeline.errors import PackageError
-from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.package import read_package
-from dbinit_pipeline.schema.registry import PackageRegistry
+from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.package import read_package
+from dbinit_pipeline.migrations.registry import PackageRegistry
 from dbinit_pipeline_tests.conftest import Project, write_migration
 
 CORE = read_package(CORE_PACKAGE_DIR)
@@ -227,7 +227,7 @@ def test_changed_applied_migration_is_refused_before_anything_runs(project: Proj
 
 def test_nothing_pending_costs_a_constant_number_of_queries(project: Project) -> None:
     from bench.package_generator import generate
-    from dbinit_pipeline.cli import run_init
+    from dbinit_pipeline.orchestration.jobs import run_in_process as run_init
 
     generate(project.root / "packages", 12, 3)
     name = project.database()

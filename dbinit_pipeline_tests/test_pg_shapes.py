@@ -1,6 +1,6 @@
 """The pg_catalog reader of table shapes gives exactly what SQLAlchemy's reflection gives.
 
-Verify reads shapes through `pg_shapes` on PostgreSQL (about half of reflection's time); a shape
+Verify reads shapes through `pg_catalog` on PostgreSQL (about half of reflection's time); a shape
 that differed from the reflected one would be drift reported where there is none, or drift
 missed. Both readers run here over every kind of column, default, constraint and index."""
 
@@ -13,8 +13,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import NullPool
 
-from dbinit_pipeline.schema.pg_shapes import read_shapes
-from dbinit_pipeline.schema.shape import describe_live, reflect_live
+from dbinit_pipeline.database.catalog import reflect_live
+from dbinit_pipeline.database.providers.pg_catalog import read_shapes
+from dbinit_pipeline.database.providers.postgresql import PostgresProvider
 from dbinit_pipeline_tests.conftest import PgServer, unique_name
 
 DDL = """
@@ -105,7 +106,7 @@ def test_catalog_reader_matches_reflection(scratch: Connection) -> None:
     assert set(read.shapes) == set(TABLES) - {"with_named_types"}
     for table, shape in read.shapes.items():
         assert shape == reflected[table], table
-    assert describe_live(scratch, TABLES) == reflected
+    assert PostgresProvider().describe_live(scratch, TABLES) == reflected
     # Spot checks that the comparison is not vacuous.
     kinds = read.shapes["kinds"]
     assert kinds.primary_key == ("id",)

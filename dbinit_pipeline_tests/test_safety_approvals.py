@@ -19,13 +19,13 @@ import pytest
 from dagster import DagsterInstance
 
 from dbinit_pipeline.cli import main
-from dbinit_pipeline.jobs import build_job
-from dbinit_pipeline.resources.approval_gate import parse_duration
-from dbinit_pipeline.resources.state_store import STATE_URL_VAR, ApprovalRecord, utcnow
-from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline.schema.loading import registry_for
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
+from dbinit_pipeline.migrations.loading import registry_for
+from dbinit_pipeline.orchestration.jobs import build_job
+from dbinit_pipeline.safety.approval import parse_duration
+from dbinit_pipeline.safety.state_store import STATE_URL_VAR, ApprovalRecord, utcnow
 from dbinit_pipeline_tests.conftest import PgServer, Project
-from dbinit_pipeline_tests.test_safety_support import (
+from dbinit_pipeline_tests.support.safety import (
     DBINIT,
     cli,
     store,

@@ -7,13 +7,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import load_config
+from dbinit_pipeline.database.server import DatabaseServer, ServerRef
 from dbinit_pipeline.errors import ConfigurationError, InputError, classify
-from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
-from dbinit_pipeline.schema.core.models import CORE_TABLES
-from dbinit_pipeline.stages.create import ensure_database
-from dbinit_pipeline.stages.validate import InitParams, build_plan
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
+from dbinit_pipeline.pipeline.create import ensure_database
+from dbinit_pipeline.pipeline.validate import InitParams, build_plan
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
-from dbinit_pipeline_tests.test_safety_support import cli, store, with_approvers
+from dbinit_pipeline_tests.support.safety import cli, store, with_approvers
 
 FAILING = (
     "bad0001",

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
-from dbinit_pipeline_tests.test_safety_support import cli, with_approvers
+from dbinit_pipeline_tests.support.safety import cli, with_approvers
 
 MODELS = """\
 open({marker!r}, "a").write("imported\\n")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from dbinit_pipeline_tests.conftest import Project
-from dbinit_pipeline_tests.mysql_support import TARGET_VAR, MySQLProject, mysql_project, mysql_server
-from dbinit_pipeline_tests.test_safety_support import DBINIT, finished, spawn_init
+from dbinit_pipeline_tests.support.mysql import TARGET_VAR, MySQLProject, mysql_project, mysql_server
+from dbinit_pipeline_tests.support.safety import DBINIT, finished, spawn_init
 
 __all__ = ["mysql_project", "mysql_server"]  # fixtures, used by name
 

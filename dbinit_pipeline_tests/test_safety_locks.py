@@ -6,11 +6,11 @@ import os
 import signal
 import time
 
-from dbinit_pipeline.resources.run_lock import holds_run_lock
-from dbinit_pipeline.resources.state_store import LockHolder
-from dbinit_pipeline.schema.core.models import CORE_TABLES
+from dbinit_pipeline.migrations.core.models import CORE_TABLES
+from dbinit_pipeline.safety.run_lock import holds_run_lock
+from dbinit_pipeline.safety.state_store import LockHolder
 from dbinit_pipeline_tests.conftest import Project
-from dbinit_pipeline_tests.test_safety_support import (
+from dbinit_pipeline_tests.support.safety import (
     SLEEP_VAR,
     finished,
     ledger_rows,
@@ -27,7 +27,7 @@ def _holders(project: Project) -> list[LockHolder]:
 
 
 def _revisions(project: Project) -> list[tuple[str, str]]:
-    from dbinit_pipeline.schema.loading import registry_for
+    from dbinit_pipeline.migrations.loading import registry_for
 
     return sorted(
         (p.name, m.revision) for p in registry_for(project.config()).ordered() for m in p.migrations

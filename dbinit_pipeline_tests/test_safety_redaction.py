@@ -16,7 +16,7 @@ from dagster._serdes import serialize_value
 from dbinit_pipeline.cli import main
 from dbinit_pipeline.redaction import redact, redact_data, register_secret
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
-from dbinit_pipeline_tests.test_safety_support import DBINIT, subprocess_env
+from dbinit_pipeline_tests.support.safety import DBINIT, subprocess_env
 
 
 def _init_subprocess(project: Project, database: str, url: str) -> tuple[dict[str, Any], str, Path]:

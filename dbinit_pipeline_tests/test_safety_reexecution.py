@@ -25,11 +25,11 @@ from dagster import (
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from dbinit_pipeline.configuration import load_config
-from dbinit_pipeline.jobs import build_job
-from dbinit_pipeline.providers import provider_for
-from dbinit_pipeline.resources.run_lock import lock_name
+from dbinit_pipeline.database.providers import provider_for
+from dbinit_pipeline.orchestration.jobs import build_job
+from dbinit_pipeline.safety.run_lock import lock_name
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project, unique_name
-from dbinit_pipeline_tests.test_safety_support import (
+from dbinit_pipeline_tests.support.safety import (
     SLEEP_VAR,
     cli,
     ledger_rows,

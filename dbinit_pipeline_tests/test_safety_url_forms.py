@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
-from dbinit_pipeline_tests.test_safety_support import DBINIT, subprocess_env
+from dbinit_pipeline_tests.support.safety import DBINIT, subprocess_env
 
 DAGSTER = Path(sys.prefix) / "bin" / "dagster"
 

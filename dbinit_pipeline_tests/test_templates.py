@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import load_config
-from dbinit_pipeline.providers.postgresql import PostgresProvider
-from dbinit_pipeline.resources.database_server import DatabaseServer, ServerRef
-from dbinit_pipeline.templates import (
+from dbinit_pipeline.database.providers.postgresql import PostgresProvider
+from dbinit_pipeline.database.server import DatabaseServer, ServerRef
+from dbinit_pipeline.pipeline.templates import (
     TEMPLATE_PREFIX,
     TemplateRecord,
     create_from_template,
@@ -30,7 +30,8 @@ from dbinit_pipeline.templates import (
     template_policy,
 )
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
-from dbinit_pipeline_tests.mysql_support import MySQLProject, mysql_project, mysql_server
+from dbinit_pipeline_tests.support.mysql import MySQLProject, mysql_project, mysql_server
+from dbinit_pipeline_tests.support.templates import drop_template, templates_of
 
 __all__ = ["mysql_project", "mysql_server"]  # fixtures, used by name
 
@@ -70,23 +71,6 @@ def add_migration(project: Project, package: str, down: str) -> str:
         f"op.add_column('{package}_entries', sa.Column('memo', sa.Text()))",
     )
     return rev
-
-
-def templates_of(pg: PgServer) -> dict[str, tuple[bool, bool, dict[str, Any]]]:
-    """name -> (datistemplate, datallowconn, comment) of every dbinit template on the server."""
-    with pg.connect() as conn:
-        rows = conn.execute(
-            "SELECT datname, datistemplate, datallowconn, shobj_description(oid, 'pg_database')"
-            " FROM pg_database WHERE starts_with(datname, %s)",
-            (TEMPLATE_PREFIX,),
-        ).fetchall()
-    return {r[0]: (r[1], r[2], json.loads(r[3]) if r[3] else {}) for r in rows}
-
-
-def drop_template(pg: PgServer, name: str) -> None:
-    with pg.connect() as conn:
-        conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture
@@ -330,7 +314,7 @@ def test_protected_environments_use_templates_only_when_enabled_there(tmp_path: 
 
 
 def test_a_half_made_template_is_not_a_template() -> None:
-    from dbinit_pipeline.providers.base import DatabaseTemplate
+    from dbinit_pipeline.database.providers.base import DatabaseTemplate
 
     name = template_name("a" * 64, "p", "dev")
     comment = json.dumps(

@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from dbinit_pipeline.configuration import HealthSettings
-from dbinit_pipeline.health import latency_status, worst
-from dbinit_pipeline.providers.postgresql import disk_report, is_this_host
-from dbinit_pipeline.schema.core import CORE_PACKAGE_DIR
-from dbinit_pipeline.schema.package import read_package
-from dbinit_pipeline_tests.conftest import TEST_URL_VAR, Project
+from dbinit_pipeline.database.providers.postgresql import disk_report, is_this_host
+from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
+from dbinit_pipeline.migrations.package import read_package
+from dbinit_pipeline.verify.health import latency_status, worst
+from dbinit_pipeline_tests.conftest import Project
+from dbinit_pipeline_tests.support.cli import health
 
-DBINIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dbinit"
 TABLE_T1 = 'op.create_table("shop_items", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(120), nullable=False), sa.Column("price", sa.Integer, server_default="0"))\nop.create_index("ix_shop_items_name", "shop_items", ["name"])'
 TABLE_T2 = 'op.create_table("shop_orders", sa.Column("id", sa.Integer, primary_key=True), sa.Column("item_id", sa.Integer, sa.ForeignKey("shop_items.id"), nullable=False))'
-
-
-def health(project: Project, name: str, url: str | None = None) -> tuple[int, dict[str, Any]]:
-    env = {**os.environ, TEST_URL_VAR: url or project.server.url}
-    result = subprocess.run(
-        [str(DBINIT), "--config", str(project.config_path), "health", "dev", "--database-name", name],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    return result.returncode, json.loads(result.stdout)
 
 
 @pytest.fixture

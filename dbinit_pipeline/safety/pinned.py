@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from dbinit_pipeline.schema.package import Package
-    from dbinit_pipeline.schema.registry import PackageRegistry
+    from dbinit_pipeline.migrations.package import Package
+    from dbinit_pipeline.migrations.registry import PackageRegistry
 
 MISSING = "missing"
 

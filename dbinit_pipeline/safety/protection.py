@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from dbinit_pipeline.errors import InputError, classify
-from dbinit_pipeline.resources.database_server import DatabaseServer
+from dbinit_pipeline.clock import stamp
+from dbinit_pipeline.database.server import DatabaseServer
+from dbinit_pipeline.errors import ErrorCode, InputError, classify
 
 PROTECTION_TABLE = "dbinit_protection"
 
@@ -41,7 +42,7 @@ def read_mark(server: DatabaseServer, database: str) -> ProtectionMark | None:
     try:
         conn = server.engine(database).connect()
     except Exception as exc:
-        if classify(exc).code == "database_missing":
+        if classify(exc).code == ErrorCode.DATABASE_MISSING:
             return None
         raise
     with conn:
@@ -82,12 +83,12 @@ def refuse_if_protected(
     if not recreate and approved:
         return
     owner = mark.environment
-    since = mark.marked_at.isoformat(timespec="seconds") if mark.marked_at else "?"
+    since = stamp(mark.marked_at) if mark.marked_at else "?"
     what = "recreate it" if recreate else "apply to it without an approval"
     raise InputError(
         f"Database {database!r} is protected: the protected environment {owner!r} initialized it "
         f"(run {mark.run_id}, {since}); a run of environment {environment!r} may not {what}",
-        code="database_protected",
+        code=ErrorCode.DATABASE_PROTECTED,
         suggestions=[
             f"Initialize it from its own environment, with an approval: dbinit init {owner}",
             "Or give this environment its own database (database_name, or --database-name).",

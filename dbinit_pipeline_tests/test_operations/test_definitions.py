@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dbinit_pipeline.configuration import load_config
-from dbinit_pipeline.definitions import build_definitions
-from dbinit_pipeline.sensors.run_failure import SENSOR_NAME
+from dbinit_pipeline.orchestration.definitions import build_definitions
+from dbinit_pipeline.orchestration.sensors.run_failure import SENSOR_NAME
 from dbinit_pipeline_tests.test_operations.conftest import REPO
 
 

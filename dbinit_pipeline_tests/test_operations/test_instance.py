@@ -21,9 +21,9 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from sqlalchemy.engine import make_url
 
-from dbinit_pipeline.instance import EMBEDDED_DIR, ProjectPostgresStorage, dagster_postgres_url
-from dbinit_pipeline.instance import main as instance_main
-from dbinit_pipeline.resources.embedded_server import EmbeddedPostgres
+from dbinit_pipeline.database.embedded import EmbeddedPostgres
+from dbinit_pipeline.orchestration.instance import EMBEDDED_DIR, ProjectPostgresStorage, dagster_postgres_url
+from dbinit_pipeline.orchestration.instance import main as instance_main
 from dbinit_pipeline_tests.conftest import PgServer, unique_name
 from dbinit_pipeline_tests.test_operations.conftest import (
     BIN,

@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from dbinit_pipeline.configuration import NotifierSettings
-from dbinit_pipeline.resources.notifier import (
+from dbinit_pipeline.notification import (
     DEFAULT_WEBHOOK_ENV,
     FailedRun,
     Notifier,
@@ -74,7 +74,7 @@ def test_nothing_configured_sends_nothing() -> None:
 def test_a_webhook_that_is_down_is_reported_and_logged_never_raised(caplog: pytest.LogCaptureFixture) -> None:
     url = f"http://127.0.0.1:{free_port()}/T000/B000/secret-token"
     notifier = Notifier(NotifierSettings(webhook_url_env="TEAM_HOOK"), environ={"TEAM_HOOK": url}, timeout=2)
-    with caplog.at_level(logging.WARNING, logger="dbinit_pipeline.resources.notifier"):
+    with caplog.at_level(logging.WARNING, logger="dbinit_pipeline.notification"):
         errors = notifier.send(failure_notification(FAILED))
     assert len(errors) == 1
     assert errors[0].startswith("webhook ($TEAM_HOOK): URLError")

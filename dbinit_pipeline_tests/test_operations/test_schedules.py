@@ -18,8 +18,8 @@ from dagster import (
 
 from dbinit_pipeline.configuration import EnvironmentSettings, LoadedConfig, ProjectConfig, RebuildSchedule
 from dbinit_pipeline.errors import ConfigurationError
-from dbinit_pipeline.jobs import build_job, build_jobs
-from dbinit_pipeline.schedules import (
+from dbinit_pipeline.orchestration.jobs import build_job, build_jobs
+from dbinit_pipeline.orchestration.schedules import (
     REBUILD_TAG,
     build_rebuild_schedule,
     build_rebuild_schedules,

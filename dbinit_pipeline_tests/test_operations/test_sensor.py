@@ -20,9 +20,9 @@ from dagster import (
 )
 
 from dbinit_pipeline.configuration import LoadedConfig
-from dbinit_pipeline.jobs import build_job
-from dbinit_pipeline.resources.notifier import FailedRun
-from dbinit_pipeline.sensors.run_failure import (
+from dbinit_pipeline.notification import FailedRun
+from dbinit_pipeline.orchestration.jobs import build_job
+from dbinit_pipeline.orchestration.sensors.run_failure import (
     SENSOR_NAME,
     build_run_failure_sensor,
     describe_failure,

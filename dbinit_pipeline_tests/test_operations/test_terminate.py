@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-from dbinit_pipeline.providers import provider_for
-from dbinit_pipeline.resources.run_lock import lock_name
+from dbinit_pipeline.database.providers import provider_for
+from dbinit_pipeline.safety.run_lock import lock_name
 from dbinit_pipeline_tests.conftest import PgServer
 from dbinit_pipeline_tests.test_operations.conftest import DagsterStack
 

@@ -1,1 +1,0 @@
-"""Resources: the seams between the stages and the outside world."""

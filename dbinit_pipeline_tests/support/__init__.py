@@ -1,0 +1,1 @@
+"""Helpers the test modules share: servers, projects, CLIs and real applications (no tests here)."""
