@@ -15,7 +15,10 @@ tool), runs on a fresh database each:
 - and the no-op re-run of each tool that keeps a record of what it applied;
 - then the rebuild of a database from its template (`dbinit init --if-exists recreate` with
   templates on, after one untimed build kept the template) and, at 50x4, one `fleet_dev` run of
-  50 tenant databases (its first tenant builds the template), against 50 x the floor.
+  50 tenant databases (its first tenant builds the template), against 50 x the floor; each round
+  of these runs the floor again beside them (rotated with them; three times in a row at 50x4,
+  their median), and their targets are the median of each round's own ratio. `--only
+  rebuild,fleet` runs just those rounds.
 
 Every database is created, checkpointed and dropped outside the timed part. Wall time is the
 median of the runs; peak RSS is the tool's own (GNU time's %M, which forks the tool from a small
@@ -66,6 +69,14 @@ REBUILD = "rebuild: initialize_dev, if_exists recreate, from template"
 FLEET = "fleet_dev: 50 tenant databases, one run (in_process, 4 at once)"
 FLEET_TENANTS = 50
 FLEET_SIZE = "50x4"
+# The rebuild runs at every size; its target is stated at this one (at 50x4 the fixed cost of a
+# process is most of a 1 s floor).
+REBUILD_SIZE = "500x4"
+# The floor again, in the same rounds as the template rows (rotated with them): their targets are
+# ratios to it, taken round by round, so a busy moment of the shared machine hits both sides.
+FLOOR_PAIRED = "psql -1 -f (floor), in the template rounds"
+# `--only` names: which template rows to run (with FLOOR_PAIRED) and nothing else.
+ONLY = {"rebuild": REBUILD, "fleet": FLEET}
 # Tools that record what they applied, so that a second run has nothing to do.
 STATEFUL = (DBMATE, ALEMBIC, DBINIT, DAGSTER)
 
@@ -483,6 +494,8 @@ class SizeResult:
     series: dict[tuple[str, str], Series]
     verify: list[float] = field(default_factory=list)
     verify_note: str = ""
+    # Per template row: its time / FLOOR_PAIRED's in the same round (fleet: / FLEET_TENANTS x floor).
+    paired: dict[str, list[float]] = field(default_factory=dict)
 
 
 def measure_size(
@@ -493,7 +506,7 @@ def measure_size(
     deadline: float,
     timeout: float,
     log_dir: Path,
-    only_floor: bool = False,
+    only: Sequence[str] | None = None,
 ) -> SizeResult:
     series: dict[tuple[str, str], Series] = {}
 
@@ -501,13 +514,13 @@ def measure_size(
         return series.setdefault((tool, scenario), Series(tool, scenario))
 
     dbmate_bin, dbmate_note = dbmate
-    if dbmate_bin is None:
+    tools = () if only is not None else TOOLS
+    if dbmate_bin is None and tools:
         get(DBMATE, "fresh").unavailable = dbmate_note
         get(DBMATE, "no-op").unavailable = dbmate_note
     result = SizeResult(work, series)
     expected_tables = None
-    tools = (FLOOR,) if only_floor else TOOLS
-    for round_no in range(runs):
+    for round_no in range(runs if tools else 0):
         order = list(tools[round_no % len(tools) :] + tools[: round_no % len(tools)])
         for tool in order:
             if tool == DBMATE and dbmate_bin is None:
@@ -568,7 +581,7 @@ def measure_size(
                     result.verify_note = f"probe failed: {probe.stderr[-300:]}"
             if tool != BARE:
                 server.drop(database)
-    measure_templates(work, server, runs, deadline, timeout, log_dir, get)
+    measure_templates(work, server, runs, deadline, timeout, log_dir, get, result, only)
     return result
 
 
@@ -578,9 +591,23 @@ def drop_templates(server: Server) -> None:
 
 
 def measure_templates(
-    work: Workload, server: Server, runs: int, deadline: float, timeout: float, log_dir: Path, get: Any
+    work: Workload,
+    server: Server,
+    runs: int,
+    deadline: float,
+    timeout: float,
+    log_dir: Path,
+    get: Any,
+    result: SizeResult,
+    only: Sequence[str] | None = None,
 ) -> None:
-    """The rebuild from a template (kept by one untimed build first) and, at FLEET_SIZE, the fleet."""
+    """The rebuild from a template (kept by one untimed build first) and, at FLEET_SIZE, the fleet,
+    each round beside a floor run of its own (FLOOR_PAIRED), in rotating order."""
+    wanted = [ONLY[name] for name in only] if only is not None else list(ONLY.values())
+    if work.label != FLEET_SIZE and FLEET in wanted:
+        wanted.remove(FLEET)
+    if not wanted:
+        return
     env = base_env(server) | {"DBINIT_CONFIG": str(work.template_config)}
     database = f"bench_{work.label}_rebuild"
     drop_templates(server)
@@ -602,17 +629,26 @@ def measure_templates(
         timeout=timeout,
     )
     kept = json.loads(built.stdout or "{}").get("result", {}).get("template", {}).get("kept", {})
-    if kept.get("status") != "kept":
+    if kept.get("status") != "kept" and REBUILD in wanted:
         get(REBUILD, "fresh").unavailable = f"the template was not built: {kept or built.stderr[-300:]}"
+        wanted.remove(REBUILD)
     tenants = [f"benchtpl_dev_t{i:02d}" for i in range(FLEET_TENANTS)]
+    rows = [FLOOR_PAIRED, *wanted]
+    # A floor of half a second is at the mercy of one busy moment: at FLEET_SIZE the round's floor
+    # is the median of three runs in a row (a long floor averages the machine's moments itself).
+    repeats = 3 if work.label == FLEET_SIZE else 1
     for round_no in range(runs):
-        jobs = [REBUILD] if kept.get("status") == "kept" else []
-        if work.label == FLEET_SIZE:
-            jobs.append(FLEET)
+        jobs = rows[round_no % len(rows) :] + rows[: round_no % len(rows)]
+        jobs = [t for tool in jobs for t in [tool] * (repeats if tool == FLOOR_PAIRED else 1)]
+        took: dict[str, float] = {}
+        floors: list[float] = []
         for tool in jobs:
             if time.monotonic() > deadline:
                 get(tool, "fresh").samples.append(Sample(0, 0, 0, 0, load_average(), False, "deadline"))
                 continue
+            floor_db = f"bench_{work.label}_floor_paired"
+            if tool == FLOOR_PAIRED:
+                server.fresh(floor_db)
             if tool == FLEET:
                 for name in tenants:
                     server.drop(name)
@@ -620,21 +656,41 @@ def measure_templates(
             # As before every timed command: DROP DATABASE (the recreate's) forces a checkpoint,
             # which must not be paying for the dirty pages of the previous command.
             server.admin("CHECKPOINT")
-            argv, env_, cwd = commands(tool, work, server, database, None)
-            log = log_dir / work.label / f"r{round_no}-{tool.split(':')[0]}"
+            argv, env_, cwd = commands(
+                FLOOR if tool == FLOOR_PAIRED else tool,
+                work,
+                server,
+                floor_db if tool == FLOOR_PAIRED else database,
+                None,
+            )
+            log = log_dir / work.label / f"r{round_no}-{tool.split(':')[0].split(',')[0].replace(' ', '_')}"
             finished = run_timed(argv, env=env_, cwd=cwd, timeout=timeout, log=log, pgdata=server.pgdata)
             sample = finished.sample
             if sample.ok:
                 problem = check_output(tool, finished, work)
                 if problem:
                     sample.ok, sample.note = False, problem
+            if tool == FLOOR_PAIRED:
+                server.drop(floor_db)
             get(tool, "fresh").samples.append(sample)
+            if sample.ok:
+                took[tool] = sample.seconds
+                if tool == FLOOR_PAIRED:
+                    floors.append(sample.seconds)
             status = "ok" if sample.ok else f"FAILED ({sample.note}; see {log}.err)"
             print(
                 f"  [{work.label} round {round_no + 1}/{runs}] {tool:36s} fresh  "
                 f"{sample.seconds:7.2f} s  {sample.rss_mb:6.0f} MB  load {sample.load:4.1f}  {status}",
                 flush=True,
             )
+        floor = statistics.median(floors) if floors else None
+        for tool in wanted:
+            if floor and tool in took:
+                ratio = took[tool] / (floor * (FLEET_TENANTS if tool == FLEET else 1))
+                result.paired.setdefault(tool, []).append(ratio)
+                print(
+                    f"  [{work.label} round {round_no + 1}/{runs}] {tool[:36]:36s} / floor of the round: {ratio:.3f}"
+                )
     server.drop(database)
     for name in tenants:
         server.drop(name)
@@ -656,7 +712,7 @@ def table(result: SizeResult) -> list[str]:
         "| tool | run | median s | min-max s | x floor | peak RSS MB | client CPU s | server CPU s | runs |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for tool in (*TOOLS, REBUILD, FLEET):
+    for tool in (*TOOLS, FLOOR_PAIRED, REBUILD, FLEET):
         for scenario in ("fresh", "no-op"):
             s = result.series.get((tool, scenario))
             if s is None:
@@ -674,8 +730,13 @@ def table(result: SizeResult) -> list[str]:
                 lines.append(f"| {tool} | {scenario} | failed | | | | | | {runs} |")
                 continue
             ratio = f"{median / floor_s:.2f}" if median is not None and floor_s else "n/a"
-            if tool == FLEET and median is not None and floor_s:
-                ratio = f"{median / (FLEET_TENANTS * floor_s):.2f} of {FLEET_TENANTS} x floor"
+            if tool == FLOOR_PAIRED:
+                ratio = "1.00 (for the rows below)"
+            paired = result.series.get((FLOOR_PAIRED, "fresh"))
+            paired_s = paired.median() if paired else None
+            if tool in (REBUILD, FLEET) and median is not None and paired_s:
+                times = FLEET_TENANTS if tool == FLEET else 1
+                ratio = f"{median / (times * paired_s):.2f}" + (f" of {times} x floor" if times > 1 else "")
             lines.append(
                 f"| {tool} | {scenario} | {_fmt(median)} | {min(x.seconds for x in good):.2f}-"
                 f"{max(x.seconds for x in good):.2f} | {ratio} | {max(x.rss_mb for x in good):.0f} | "
@@ -707,28 +768,33 @@ def targets(result: SizeResult) -> list[str]:
         else:
             lines.append(f"| {name} | {value:.{digits}f} | {limit} | {'yes' if value <= limit else 'NO'} |")
 
-    for tool in (DBINIT, DAGSTER):
+    for tool in (DBINIT, DAGSTER) if (DBINIT, "fresh") in result.series else ():
         fresh, noop = med(tool, "fresh"), med(tool, "no-op")
         base = floor + bare if floor is not None and bare is not None else None
         row(f"fresh: {tool} / (floor + bare job)", fresh / base if fresh and base else None, 1.05)
         row(f"no-op: {tool} / bare job", noop / bare if noop and bare else None, 1.2)
-    row("verify of every table (s)", statistics.median(result.verify) if result.verify else None, 1.0)
-    rebuild, fleet = med(REBUILD, "fresh"), med(FLEET, "fresh")
-    if (REBUILD, "fresh") in result.series:
-        row("rebuild from template / floor", rebuild / floor if rebuild and floor else None, 0.35)
-    if (FLEET, "fresh") in result.series:
-        row(
-            f"fleet of {FLEET_TENANTS} / ({FLEET_TENANTS} x floor)",
-            fleet / (FLEET_TENANTS * floor) if fleet and floor else None,
-            0.25,
-        )
+    if (DBINIT, "fresh") in result.series:
+        row("verify of every table (s)", statistics.median(result.verify) if result.verify else None, 1.0)
+    for tool, name, limit in (
+        (REBUILD, "rebuild from template / floor", 0.35),
+        (FLEET, f"fleet of {FLEET_TENANTS} / ({FLEET_TENANTS} x floor)", 0.25),
+    ):
+        ratios = result.paired.get(tool, [])
+        if (tool, "fresh") in result.series and (tool != REBUILD or result.work.label == REBUILD_SIZE):
+            median_ratio = statistics.median(ratios) if ratios else None
+            row(
+                f"{name}, median of the rounds' own ratios (min {min(ratios, default=0):.3f})",
+                median_ratio,
+                limit,
+            )
     rss = [
         x.rss_mb
         for t in (DBINIT, DBINIT_COLD, DAGSTER)
         for sc in ("fresh", "no-op")
         for x in result.series.get((t, sc), Series(t, sc)).good
     ]
-    row("peak RSS of the job (MB)", max(rss) if rss else None, 400, digits=0)
+    if (DBINIT, "fresh") in result.series:
+        row("peak RSS of the job (MB)", max(rss) if rss else None, 400, digits=0)
     return lines
 
 
@@ -806,16 +872,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=float(os.environ.get("BENCH_MAX_MINUTES", "75")))
     parser.add_argument("--timeout", type=float, default=600.0, help="per command, seconds")
     parser.add_argument(
-        "--only-templates",
-        action="store_true",
-        help="only the floor and the template and fleet rows (a quick check of those)",
+        "--only",
+        help="comma-separated template rows to run, each round beside a floor run, and nothing "
+        f"else: {', '.join(ONLY)} (the fleet runs at {FLEET_SIZE} only)",
     )
+    parser.add_argument("--only-templates", action="store_true", help="the same as --only rebuild,fleet")
     args = parser.parse_args(argv)
+    only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+    if args.only_templates:
+        only = list(ONLY)
+    unknown = [x for x in only or [] if x not in ONLY]
+    if unknown:
+        parser.error(f"--only: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ONLY)}")
     deadline = time.monotonic() + args.max_minutes * 60
     OUT.mkdir(parents=True, exist_ok=True)
     log_dir = OUT / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)
-    dbmate = (None, "not run (--only-templates)") if args.only_templates else ensure_dbmate(OUT / "npm")
+    dbmate = (None, f"not run (--only {','.join(only)})") if only is not None else ensure_dbmate(OUT / "npm")
     if dbmate[0] is None:
         print(f"dbmate: {dbmate[1]}; its rows say so", flush=True)
     results: list[SizeResult] = []
@@ -824,9 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"preparing {packages}x{migrations} ...", flush=True)
             work = prepare(packages, migrations, server, args.timeout)
             results.append(
-                measure_size(
-                    work, server, args.runs, dbmate, deadline, args.timeout, log_dir, args.only_templates
-                )
+                measure_size(work, server, args.runs, dbmate, deadline, args.timeout, log_dir, only)
             )
         loads = [s.load for r in results for series in r.series.values() for s in series.samples]
         report = render(results, server, dbmate[1], args.runs, loads)

@@ -198,3 +198,26 @@ def test_models_that_disagree_with_the_migrations_fail_verify(project: Project) 
     assert response["status"] == "error"
     assert response["stage"] == "verify"
     assert "column crm_contacts.email: type is VARCHAR(200), expected VARCHAR(100)" in response["error"]
+
+
+def test_dbinit_tables_are_found_by_name_and_a_dropped_one_is_named(project: Project, shop: str) -> None:
+    """verify reads no shape of dbinit's own tables (ledger, snapshots, version tables), yet
+    counts every one of them and names one that is gone."""
+    with project.server.connect(shop) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+        ).fetchone()
+    assert row is not None
+    tables = row[0]
+    code, report = health(project, shop)
+    assert code == 0, report
+    assert report["result"]["schema"]["tables_found"] == tables
+    with project.server.connect(shop) as conn:
+        conn.execute("DROP TABLE alembic_version_shop")
+    code, report = health(project, shop)
+    assert code == 1
+    schema = report["result"]["schema"]
+    assert schema["tables_found"] == tables - 1
+    assert "table alembic_version_shop: missing (package dbinit)" in schema["drift"], schema
+    assert report["result"]["checks"]["migrations"]["missing_heads"] == ["shop2"]

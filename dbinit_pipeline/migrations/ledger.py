@@ -76,12 +76,13 @@ def read_versions(conn: Connection, tables: Sequence[str]) -> dict[str, set[str]
     """The rows of each of `tables` (all must exist), in one query."""
     if not tables:
         return {}
-    parts = [
-        sa.select(sa.literal(name).label("t"), alembic_version_table(name).c.version_num) for name in tables
-    ]
+    # Plain text with quoted names and the index as the tag: building and compiling one
+    # SQLAlchemy select per table cost more than the query (0.1 s at 500 tables).
+    quote = conn.dialect.identifier_preparer.quote
+    query = " UNION ALL ".join(f"SELECT {i}, version_num FROM {quote(name)}" for i, name in enumerate(tables))
     found: dict[str, set[str]] = {name: set() for name in tables}
-    for name, version in conn.execute(sa.union_all(*parts)).all():
-        found[name].add(version)
+    for index, version in conn.execute(sa.text(query)).all():
+        found[tables[int(index)]].add(version)
     return found
 
 

@@ -30,11 +30,12 @@ from dbinit_pipeline.errors import (
     LockTimeout,
     classify,
 )
-from dbinit_pipeline.infrastructure.provisioner import provision
+from dbinit_pipeline.infrastructure.provisioner import ServerFound, provision
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.pipeline.cleanup import cleanup_after_failure
 from dbinit_pipeline.pipeline.core_schema import apply_packages
 from dbinit_pipeline.pipeline.create import database_ready
+from dbinit_pipeline.pipeline.fleet_server import ProvisionOnce
 from dbinit_pipeline.pipeline.guard import refuse_protected_target
 from dbinit_pipeline.pipeline.responses import error_response, success_response
 from dbinit_pipeline.pipeline.results import (
@@ -144,11 +145,13 @@ def initialize_tenant(
     *,
     run_id: str,
     record: Callable[[dict[str, Any]], object] | None = None,
+    provisioner: Callable[[LoadedConfig, InitPlan], ServerFound] = provision,
 ) -> dict[str, Any]:
     """Initialize one tenant's database and return its response (success or error); never raises.
 
     The ledger names the run (`run_id`); the run lock is held under `<run_id>/<tenant>`, so tenants
-    that one process initializes never share a lock."""
+    that one process initializes never share a lock. `provisioner` finds the server (a step
+    passes one `ProvisionOnce` to all its tenants)."""
     started = time.time()
     stage = "validate"
     plan: InitPlan | None = None
@@ -167,7 +170,7 @@ def initialize_tenant(
         stage = "approve"
         approved = require_approval(config, plan, run_id=run_id, scheduled=False)
         stage = "provision"
-        found = provision(config, plan)
+        found = provisioner(config, plan)
         provisioned = Provisioned(approved, found.server, found.infrastructure, found.details)
         stage = "create"
         fleet = fleet_settings(config, environment)
@@ -286,14 +289,15 @@ def initialize_batch(
     """The tenants of one step, up to `fleet.concurrency` at once on threads (the work waits on
     the server); the slots bound them together with every other step's. Responses in order."""
     workers = min(fleet_settings(config, environment).concurrency, len(tenants))
+    once = ProvisionOnce()
+
+    def one(tenant: str) -> dict[str, Any]:
+        return initialize_tenant(config, environment, tenant, run_id=run_id, record=record, provisioner=once)
+
     if workers <= 1:
-        return [initialize_tenant(config, environment, t, run_id=run_id, record=record) for t in tenants]
+        return [one(t) for t in tenants]
     with ThreadPoolExecutor(workers, thread_name_prefix="tenant") as pool:
-        return list(
-            pool.map(
-                lambda t: initialize_tenant(config, environment, t, run_id=run_id, record=record), tenants
-            )
-        )
+        return list(pool.map(one, tenants))
 
 
 def as_batches(tenants: Sequence[str], size: int) -> list[list[str]]:

@@ -32,6 +32,7 @@ from dbinit_pipeline.migrations.core_placement import describe_placed
 from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.package import Package
 from dbinit_pipeline.verify.expected import OPTIONAL_TABLES, expected_schema
+from dbinit_pipeline.verify.scope import PRESENT_ONLY, found_by_name_only
 
 # A check that cannot be made here is `unknown`: shown with its reason, but it neither passes nor
 # degrades the overall status (a remote server's disk is not a problem, only not our knowledge).
@@ -236,7 +237,13 @@ def verify_database(
         unchanged: set[str] = set()
         if digests is not None:
             unchanged = unchanged_since_snapshot(packages, snapshots, heads, digests)
-            live = provider.describe_live(conn, [t for t in digests if t not in unchanged])
+            by_name = found_by_name_only(
+                packages, (t for _, shapes in snapshots.values() for t in shapes), digests
+            )
+            live = provider.describe_live(
+                conn, [t for t in digests if t not in unchanged and t not in by_name]
+            )
+            live.update(dict.fromkeys(by_name, PRESENT_ONLY))
             refresh = without_digest(packages, heads, snapshots, live) if snapshot else set()
             stale = any(needs_snapshot(p, heads, snapshots) for p in packages)
             if snapshot and has_ledger and (refresh or stale):
