@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from dbinit_pipeline import api
 from dbinit_pipeline.cli import main, run_adopt
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
@@ -23,6 +24,7 @@ from dbinit_pipeline_tests.support.adoption import (
     mysql_database,
     mysql_project,
     run_adopt_response,
+    run_status,
     version_dump,
     version_rows,
 )
@@ -95,6 +97,9 @@ def test_an_optuna_database_is_adopted_upgraded_and_opened_by_optuna_again(
     before = version_dump(project.server, name)
     optuna_revisions = [m.revision for m in registry_for(project.config()).by_name["optuna"].migrations]
 
+    # Not adopted yet: status shows optuna's whole history pending, nothing adopted.
+    unadopted = run_status(project, name)["result"]
+    assert unadopted["adopted"] == 0 and unadopted["pending"] == len(optuna_revisions) + 1, unadopted
     # Not adopted yet: init refuses instead of running optuna's history again.
     refused = project.run(database_name=name)
     assert refused["status"] == "error" and refused["code"] == "adoption_needed", refused
@@ -135,6 +140,15 @@ def test_an_optuna_database_is_adopted_upgraded_and_opened_by_optuna_again(
     assert upgraded["result"]["health_check"] == "passed", upgraded["result"]["health"]
     assert version_dump(project.server, name) == before
     reopen_optuna(url)
+
+    # status tells the adopted revisions (the application ran them) from those dbinit applied.
+    shown = api.status("dev", config=project.config(), database_name=name)["result"]
+    assert shown["adopted"] == len(optuna_revisions) and shown["pending"] == 0, shown
+    by_name = {p["name"]: p for p in shown["packages"]}
+    assert by_name["optuna"]["applied"] == by_name["optuna"]["adopted"] == optuna_revisions
+    assert by_name["optuna"]["adoption_runs"] == [run_id]
+    assert by_name["notes"]["applied"] == ["n0001"] and by_name["notes"]["adopted"] == []
+    assert by_name["notes"]["adoption_runs"] == []
 
 
 def test_failures_during_adoption_and_the_first_init_leave_the_version_table_byte_equal(

@@ -94,6 +94,9 @@ def test_a_jupyterhub_database_is_adopted_upgraded_and_opened_by_the_hub_again(p
 
     status = run_status(project, name)
     by_name = {p["name"]: p for p in status["result"]["packages"]}
+    assert by_name["jupyterhub"]["adopted"] == position["revisions"], by_name
+    assert by_name["jupyterhub"]["adoption_runs"] == [adopted["result"]["run_id"]]
+    assert by_name["seats"]["applied"] == ["s0001"] and by_name["seats"]["adopted"] == []
     assert by_name["seats"]["pending"] == [] and by_name["jupyterhub"]["pending"] == []
 
 
