@@ -21,9 +21,9 @@ from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import DbinitError, ErrorCode, classify
 from dbinit_pipeline.infrastructure.provisioner import ServerFound, provision
+from dbinit_pipeline.migrations.adoptions import adopted_revisions
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.migrations.runner import MigrationRunner, PackageStatus
-from dbinit_pipeline.pipeline.adopt import adopted_revisions
 from dbinit_pipeline.pipeline.responses import error_response
 from dbinit_pipeline.pipeline.results import InitPlan
 from dbinit_pipeline.pipeline.validate import InitParams, build_plan

@@ -1,8 +1,16 @@
-"""Adopting a JupyterHub database (jupyterhub, installed by the test extra): the Hub's own
-`orm.new_session_factory` builds it (create_all from its models, then `alembic stamp head` into
-alembic_version), dbinit adopts it against those models, a team package adds one revision whose
-table refers to the Hub's users, `dbinit init` applies only that, and the Hub opens the database
-again (its own revision check passes) and keeps working in it."""
+"""Adopting databases of applications beside optuna and MLflow's auth store (test_adopt.py), each
+built by the application's own code, installed by the test extra:
+
+- JupyterHub: `orm.new_session_factory` builds it (create_all from its models, then `alembic stamp
+  head` into alembic_version); adopted against those models with no drift, on PostgreSQL and
+  MariaDB.
+- MLflow's tracking store: `SqlAlchemyStore` builds it (create_all of its initial tables, then its
+  own history up to head); its models differ from what its history builds, so adoption needs
+  --accept-drift, and verify afterwards counts exactly that drift as accepted.
+
+Then a team package adds one revision whose table refers to the application's, `dbinit init`
+applies only that, and the application opens the database again (its own revision check passes)
+and keeps working in it."""
 
 from __future__ import annotations
 
@@ -10,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.entities import Metric
 
+from dbinit_pipeline import api
 from dbinit_pipeline_tests.conftest import Project
 from dbinit_pipeline_tests.support.adoption import (
     build_in_fresh_interpreter,
@@ -120,3 +130,79 @@ def test_a_jupyterhub_database_on_mariadb_is_adopted_upgraded_and_opened_by_the_
         assert upgraded["result"]["health_check"] == "passed", upgraded["result"]["health"]
         assert version_rows(url) == rows, "the Hub's version table is untouched"
         build_in_fresh_interpreter("applications:reopen_jupyterhub", url)
+
+
+def test_an_mlflow_tracking_database_is_adopted_with_its_drift_upgraded_and_opened_by_mlflow_again(
+    project: Project, tmp_path: Path
+) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    name = project.database()
+    with project.server.connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = database_url(project.server, name)
+    artifacts = (tmp_path / "artifacts").as_uri()
+    store = SqlAlchemyStore(url, artifacts)
+    store.create_experiment("before-adoption")
+    store.engine.dispose()
+    installed_package(
+        project.root,
+        "mlflow",
+        migrations={"package": "mlflow", "path": "store/db_migrations/versions"},
+        version_table="alembic_version",
+        models="mlflow.store.tracking.dbmodels.models:Base",
+    )
+    project.write_package(
+        "owners",
+        depends_on=["mlflow"],
+        migrations=[
+            (
+                "o0001",
+                None,
+                'op.create_table("experiment_owners", sa.Column("id", sa.Integer, primary_key=True), '
+                'sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiments.experiment_id")), '
+                'sa.Column("owner", sa.Text, nullable=False))',
+            )
+        ],
+    )
+    project.write_config(core={"enabled": False})
+    before = version_dump(project.server, name)
+
+    # MLflow's models and its history disagree (e.g. runs.status is VARCHAR(20) in the model,
+    # VARCHAR(9) as the history leaves it): real drift, named, and adoption stops.
+    refused = run_adopt_response(project, name)
+    assert refused["status"] == "error" and refused["code"] == "adopt_drift", refused
+    assert f"in {len(refused['details']['drift'])} table(s)" in refused["error"], refused["error"]
+    assert refused["details"]["drift"]["runs"] == [
+        "column runs.status: type is VARCHAR(9), expected VARCHAR(20)"
+    ]
+    adopted = run_adopt_response(project, name, "--accept-drift")
+    assert adopted["status"] == "success" and adopted["result"]["accepted_drift"] is True, adopted
+    accepted = [line for lines in adopted["result"]["drift"].values() for line in lines]
+
+    upgraded = project.run(database_name=name)
+    assert upgraded["status"] == "success", upgraded
+    assert upgraded["result"]["migrations_applied"] == 1, upgraded["result"]
+    assert upgraded["result"]["health_check"] == "passed", upgraded["result"]["health"]
+    assert version_dump(project.server, name) == before, "MLflow's version table is untouched"
+    checked = api.health("dev", config=project.config(), database_name=name)
+    assert checked["status"] == "healthy", checked["result"]
+    assert sorted(checked["result"]["schema"]["accepted_drift"]) == sorted(accepted)
+    assert checked["result"]["schema"]["drift"] == []
+
+    reopened = SqlAlchemyStore(url, artifacts)  # MLflow's own check: its head in alembic_version
+    assert "before-adoption" in {e.name for e in reopened.search_experiments()}
+    experiment = reopened.create_experiment("after-adoption")
+    run = reopened.create_run(experiment, "someone", 0, [], "run")
+    reopened.log_metric(run.info.run_id, Metric("loss", 0.5, 0, 0))
+    assert reopened.get_metric_history(run.info.run_id, "loss")[0].value == 0.5
+    reopened.engine.dispose()
+
+    # Drift beyond what was accepted is still drift.
+    with project.server.connect(name) as conn:
+        conn.execute("ALTER TABLE experiments ADD COLUMN added_by_hand text")
+        conn.commit()
+    changed = api.health("dev", config=project.config(), database_name=name)
+    assert changed["result"]["schema"]["drift"] == [
+        "column experiments.added_by_hand: not declared by any migration or model"
+    ], changed["result"]["schema"]
