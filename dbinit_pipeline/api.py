@@ -21,6 +21,7 @@ from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import DbinitError, ErrorCode, classify
 from dbinit_pipeline.infrastructure.provisioner import ServerFound, provision
+from dbinit_pipeline.migrations.adoptions import adopted_revisions
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.migrations.runner import MigrationRunner, PackageStatus
 from dbinit_pipeline.pipeline.responses import error_response
@@ -151,11 +152,12 @@ def server_for(
 def status(
     environment: str, *, config: ConfigSource = None, database_name: str | None = None
 ) -> dict[str, Any]:
-    """Applied and pending revisions per package (`dbinit status`); reads, never writes."""
+    """Applied, adopted and pending revisions per package (`dbinit status`); reads, never writes."""
     try:
         loaded = load(config)
         the_plan, found = server_for(loaded, environment, database_name)
         exists = False
+        adopted: dict[tuple[str, str], str] = {}
         packages = registry_for(loaded).ordered()
         statuses: list[PackageStatus]
         if found.infrastructure != "would_provision":
@@ -165,6 +167,10 @@ def status(
             statuses = MigrationRunner(server, the_plan.database_name).status(
                 packages, database_exists=exists
             )
+            if exists:
+                with server.connect(the_plan.database_name) as conn:
+                    adopted = adopted_revisions(conn)
+                    conn.rollback()
         else:
             statuses = [
                 PackageStatus(p.name, p.version, (), tuple(m.revision for m in p.migrations))
@@ -181,12 +187,25 @@ def status(
             "server": found.server.url_display,
             "database_exists": exists,
             "applied": sum(len(s.applied) for s in statuses),
+            "adopted": len(adopted),
             "pending": sum(len(s.pending) for s in statuses),
-            "packages": [
-                {"name": s.name, "version": s.version, "applied": list(s.applied), "pending": list(s.pending)}
-                for s in statuses
-            ],
+            "packages": [_package_status(s, adopted) for s in statuses],
         },
+    }
+
+
+def _package_status(status: PackageStatus, adopted: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """One package's line of `status`: `applied` holds every revision in the ledger, `adopted` those
+    of them that were recorded by `dbinit adopt` (the application had run them), with the
+    adoptions' run ids."""
+    mine = [r for r in status.applied if (status.name, r) in adopted]
+    return {
+        "name": status.name,
+        "version": status.version,
+        "applied": list(status.applied),
+        "adopted": mine,
+        "adoption_runs": sorted({adopted[(status.name, r)] for r in mine}),
+        "pending": list(status.pending),
     }
 
 

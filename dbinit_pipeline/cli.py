@@ -516,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--accept-drift", action="store_true", help="record even where the live schema differs")
     p.set_defaults(func=cmd_adopt)
-    p = sub.add_parser("status", help="applied and pending revisions per package")
+    p = sub.add_parser("status", help="applied, adopted and pending revisions per package")
     with_env(p)
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("health", help="health report; exit 0 healthy, 2 degraded, 1 unhealthy")

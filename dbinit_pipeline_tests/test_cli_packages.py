@@ -87,7 +87,14 @@ def test_status_lists_applied_and_pending_per_package(project: Project) -> None:
     packages = {p["name"]: p for p in after["result"]["packages"]}
     assert packages["billing"]["applied"] == ["bill1"]
     assert packages["billing"]["pending"] == ["bill2"]
-    assert packages["audit"] == {"name": "audit", "version": "1.0.0", "applied": ["aud1"], "pending": []}
+    assert packages["audit"] == {
+        "name": "audit",
+        "version": "1.0.0",
+        "applied": ["aud1"],
+        "adopted": [],
+        "adoption_runs": [],
+        "pending": [],
+    }
 
 
 def test_new_migration_scaffolds_the_next_revision(project: Project) -> None:

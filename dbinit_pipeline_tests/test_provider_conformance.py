@@ -355,6 +355,80 @@ def test_live_shape_is_the_declared_shape(target: Target, database: str) -> None
         ]
 
 
+def _spellings(provider: Provider) -> list[Any]:
+    """Columns and keys whose declared spelling differs from what servers read back: FLOAT with a
+    precision, DOUBLE PRECISION and REAL, integers without a display width, NUMERIC without a scale,
+    sized TEXT and BLOB, a collation alone, a unique index beside a unique constraint, a foreign key
+    without an index."""
+    binary = "utf8mb4_bin" if provider.name == "mysql" else "C"
+    items: list[Any] = [
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("double53", sa.Float(precision=53)),
+        sa.Column("single24", sa.Float(precision=24)),
+        sa.Column("double", sa.Double),
+        sa.Column("double_precision", sa.DOUBLE_PRECISION),
+        sa.Column("real", sa.REAL),
+        sa.Column("small", sa.SmallInteger, nullable=False, server_default="0"),
+        sa.Column("whole", sa.Numeric(5)),
+        sa.Column("small_blob", sa.LargeBinary(300)),
+        sa.Column("binary_name", sa.String(30, collation=binary)),
+        sa.Column("slug", sa.String(40), unique=True, index=True, nullable=False),
+        sa.Column("a", sa.String(20)),
+        sa.Column("b", sa.String(20)),
+        sa.Column("parent_id", sa.Integer, sa.ForeignKey("conf_spellings.id")),  # no index declared
+        sa.Index("ux_conf_spellings_a_b", "a", "b", unique=True),
+        sa.UniqueConstraint("b", name="uq_conf_spellings_b"),
+    ]
+    if provider.name == "mysql":
+        from sqlalchemy.dialects import mysql
+
+        items += [
+            sa.Column("short_text", sa.Text(60)),
+            sa.Column("long_text", sa.Text(1000)),
+            sa.Column("tiny", mysql.TINYINT),
+            sa.Column("medium", mysql.MEDIUMINT),
+            sa.Column("unsigned_int", mysql.INTEGER(unsigned=True)),
+            sa.Column("unsigned_big", mysql.BIGINT(unsigned=True)),
+            sa.Column("unsigned_small", mysql.SMALLINT(unsigned=True)),
+            sa.Column("year", mysql.YEAR),
+            sa.Column("flag", mysql.BIT),
+            sa.Column("national", sa.NCHAR(3)),
+        ]
+    return items
+
+
+def test_a_table_built_by_create_all_reads_back_as_its_model_whatever_the_spelling(
+    target: Target, database: str
+) -> None:
+    """What an application's own create_all leaves (optuna's FLOAT(53) and unique indexed name on
+    MariaDB) compares equal to its models: adopting it reports no false drift."""
+    metadata = sa.MetaData()
+    table = sa.Table("conf_spellings", metadata, *_spellings(target.provider))
+    with target.server.connect(database) as conn:
+        metadata.create_all(conn)
+        conn.commit()
+        expected = target.provider.describe_model(table, conn.dialect)
+        for read in (
+            target.provider.describe_live(conn, ["conf_spellings"]),
+            target.provider.describe_live(conn),
+        ):
+            live = read["conf_spellings"]
+            assert diff(expected, live) == []
+            assert live == expected
+        # Not vacuous: the same column as a single-precision FLOAT is a different type.
+        conn.execute(
+            text(
+                "ALTER TABLE conf_spellings ALTER COLUMN double53 TYPE REAL"
+                if target.provider.name == "postgresql"
+                else "ALTER TABLE conf_spellings MODIFY double53 FLOAT"
+            )
+        )
+        conn.commit()
+        changed = target.provider.describe_live(conn, ["conf_spellings"])["conf_spellings"]
+        [line] = diff(expected, changed)
+        assert line.startswith("column conf_spellings.double53: type is "), line
+
+
 def test_table_digests_change_with_the_table_and_only_then(target: Target, database: str) -> None:
     provider = target.provider
     with target.server.connect(database) as conn:

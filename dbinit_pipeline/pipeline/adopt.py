@@ -28,27 +28,13 @@ from sqlalchemy import Connection
 from dbinit_pipeline.database.catalog import TableShape, diff
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import ApprovalError, DbinitError, ErrorCode, InputError, MigrationError
+from dbinit_pipeline.migrations import adoptions as adoptions_record
 from dbinit_pipeline.migrations import ledger
 from dbinit_pipeline.migrations.alembic_project import apply_all
 from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.package import Migration, Package
 from dbinit_pipeline.migrations.runner import MigrationRunner
 from dbinit_pipeline.verify.expected import load_models
-
-ADOPTIONS_TABLE = "dbinit_adoptions"
-_metadata = sa.MetaData()
-adoptions = sa.Table(
-    ADOPTIONS_TABLE,
-    _metadata,
-    sa.Column("package", sa.String(64), primary_key=True),
-    sa.Column("revision", sa.String(64), primary_key=True),
-    sa.Column("how", sa.String(16), nullable=False),  # always "adopted": recorded, never run by dbinit
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("adopted_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("source", sa.String(255), nullable=False),
-    sa.Column("accepted_drift", sa.Boolean(), nullable=False),
-    sa.Column("drift", sa.Text(), nullable=False),
-)
 
 
 @dataclass(frozen=True)
@@ -229,7 +215,7 @@ def _truncated(packages: Sequence[Package], keep: set[tuple[str, str]]) -> list[
 
 
 def _bookkeeping(packages: Sequence[Package]) -> set[str]:
-    return {p.version_table for p in packages} | {ledger.VERSION_TABLE, ADOPTIONS_TABLE}
+    return {p.version_table for p in packages} | {ledger.VERSION_TABLE, adoptions_record.ADOPTIONS_TABLE}
 
 
 def declared_shapes(
@@ -436,7 +422,7 @@ def _record(
         conn.begin(),
     ):
         ledger.ensure(conn)
-        _metadata.create_all(conn, checkfirst=True)
+        adoptions_record.metadata.create_all(conn, checkfirst=True)
         again = find_positions(
             conn,
             list(by_name.values()),
@@ -476,15 +462,5 @@ def _record(
                 table.create(conn, checkfirst=True)
                 conn.execute(table.insert(), [{"version_num": pos.at}])
         ledger.record(conn, entries)
-        conn.execute(adoptions.insert(), rows)
+        conn.execute(adoptions_record.adoptions.insert(), rows)
     return len(entries)
-
-
-def adopted_revisions(conn: Connection) -> dict[tuple[str, str], str]:
-    """(package, revision) -> adoption run id, for `dbinit status`."""
-    if not sa.inspect(conn).has_table(ADOPTIONS_TABLE):
-        return {}
-    return {
-        (r[0], r[1]): r[2]
-        for r in conn.execute(sa.select(adoptions.c.package, adoptions.c.revision, adoptions.c.run_id))
-    }

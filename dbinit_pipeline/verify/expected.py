@@ -20,6 +20,7 @@ from sqlalchemy.engine import Dialect
 from dbinit_pipeline.database.catalog import TableShape, describe_model
 from dbinit_pipeline.database.providers import Provider
 from dbinit_pipeline.errors import PackageError
+from dbinit_pipeline.migrations.adoptions import ADOPTIONS_TABLE
 from dbinit_pipeline.migrations.core_placement import qualified
 from dbinit_pipeline.migrations.ledger import (
     CLONES_TABLE,
@@ -42,7 +43,7 @@ OPTIONAL_TABLES = (
     "dbinit_protection",
     CLONES_TABLE,
     VERSION_TABLE,
-    "dbinit_adoptions",  # in databases adopted from an application's own Alembic (schema/adopt.py)
+    ADOPTIONS_TABLE,  # in databases adopted from an application's own Alembic (pipeline/adopt.py)
 )
 
 

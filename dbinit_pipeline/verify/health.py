@@ -27,7 +27,7 @@ from dbinit_pipeline.configuration import HealthSettings
 from dbinit_pipeline.database.catalog import TableShape, diff
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import describe
-from dbinit_pipeline.migrations import ledger
+from dbinit_pipeline.migrations import adoptions, ledger
 from dbinit_pipeline.migrations.core_placement import describe_placed
 from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.package import Package
@@ -226,6 +226,7 @@ def verify_database(
         placed = describe_placed(conn, packages, provider)
         present = {*present, *placed}
         applied = ledger.read(conn) if has_ledger else {}
+        accepted = adoptions.accepted_drift(conn) if adoptions.ADOPTIONS_TABLE in present else {}
         version_tables = {p.name: p.version_table for p in packages}
         snapshots = ledger.read_snapshots(conn) if ledger.SNAPSHOT_TABLE in present else {}
         heads = applied_heads(packages, applied)
@@ -285,12 +286,14 @@ def verify_database(
         connections = _safe(provider.connection_check, conn)
         disk = _safe(provider.disk_check, conn)
     drift: list[str] = []
+    accepted_lines: list[str] = []
     for table, owner in sorted(expected.owners.items()):
         if table in unchanged:
             continue
         shape = expected.shapes.get(table)
         if shape is not None:
-            drift.extend(diff(shape, live.get(table)))
+            for line in diff(shape, live.get(table)):
+                (accepted_lines if line in accepted.get(table, ()) else drift).append(line)
         elif table not in live:
             drift.append(f"table {table}: missing (package {owner})")
     for source, referred in sorted(expected.foreign_keys):
@@ -317,6 +320,9 @@ def verify_database(
         "compared_with": expected.sources,
         "drift": drift,
     }
+    if accepted_lines:
+        # Differences an adoption recorded with --accept-drift: shown, not counted.
+        schema["accepted_drift"] = accepted_lines
     if snapshot_note:
         schema["note"] = snapshot_note
     checks: dict[str, dict[str, Any]] = {

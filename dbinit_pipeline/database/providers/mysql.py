@@ -14,12 +14,14 @@ import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Table, text
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError
 
+from dbinit_pipeline.database.catalog import TableShape
 from dbinit_pipeline.database.providers.base import LockCapacity, Provider
 from dbinit_pipeline.errors import (
     ConfigurationError,
@@ -37,8 +39,34 @@ _COLLATION = re.compile(r"^utf8mb4_[a-z0-9_]+$")
 # MySQL 5.7+ refuses user-lock names longer than 64 characters.
 _LOCK_NAME_MAX = 64
 _ER_DB_CREATE_EXISTS = 1007
-# NUMERIC is DECIMAL; without precision and scale, DECIMAL(10, 0).
-_NUMERIC = re.compile(r"^(?:NUMERIC|DECIMAL)(\(.*\))?$")
+# NUMERIC is DECIMAL; without precision and scale, DECIMAL(10, 0); without scale, scale 0.
+_NUMERIC = re.compile(r"^(?:NUMERIC|DECIMAL)(?:\((\d+)(?:,\s*(\d+))?\))?$")
+# FLOAT(p) is single precision up to p = 24 and DOUBLE above; DOUBLE PRECISION and REAL are DOUBLE.
+_FLOAT = re.compile(r"^FLOAT\((\d+)\)$")
+_DOUBLES = frozenset({"DOUBLE PRECISION", "REAL"})
+# The display width MariaDB (and MySQL before 8.0.19) reports for an integer declared without one
+# (INT's and signed BIGINT's are the catalog's synonyms already).
+_INTEGER = re.compile(r"^(TINYINT|SMALLINT|MEDIUMINT|INTEGER|BIGINT)( UNSIGNED)?$")
+_DISPLAY_WIDTH = {
+    ("TINYINT", False): 4,
+    ("SMALLINT", False): 6,
+    ("MEDIUMINT", False): 9,
+    ("TINYINT", True): 3,
+    ("SMALLINT", True): 5,
+    ("MEDIUMINT", True): 8,
+    ("INTEGER", True): 10,
+    ("BIGINT", True): 20,
+}
+_WIDTHS_UNTIL = (8, 0, 19)
+# BLOB(n) and TEXT(n) become the smallest type that holds n bytes (n characters of the database's
+# utf8mb4, 4 bytes each, for TEXT).
+_SIZED = re.compile(r"^(BLOB|TEXT)\((\d+)\)$")
+_SIZES = ((255, "TINY"), (65_535, ""), (16_777_215, "MEDIUM"))
+# A collation alone: the catalog names its character set too.
+_COLLATED = re.compile(r"^(.*) COLLATE (([A-Z0-9]+)_[A-Z0-9_]+)$")
+# MariaDB's NATIONAL character set is utf8mb3, named with its default collation.
+_NATIONAL = "NATIONAL "
+_MARIADB_NATIONAL = " CHARACTER SET UTF8MB3 COLLATE UTF8MB3_GENERAL_CI"
 # MariaDB keeps JSON as LONGTEXT in utf8mb4_bin (with a json_valid check); MySQL has a JSON type.
 _MARIADB_JSON = "LONGTEXT CHARACTER SET UTF8MB4 COLLATE UTF8MB4_BIN"
 # The share of max_connections in use from which the connection check degrades / fails.
@@ -235,12 +263,50 @@ class MySQLProvider(Provider):
         # InnoDB keeps row locks in the buffer pool and DDL commits at once: no lock table to fill.
         return LockCapacity(slots=None, per_transaction=None)
 
+    def describe_model(self, table: Table, dialect: Dialect) -> TableShape:
+        """The model as InnoDB keeps it: a unique index and a unique constraint are one UNIQUE KEY,
+        which the catalog reads back as a unique constraint; and a foreign key whose columns do
+        not lead some index (the primary key included) gets an index of its own."""
+        shape = super().describe_model(table, dialect)
+        unique = shape.unique | {cols for cols, is_unique in shape.indexes if is_unique}
+        indexes = {ix for ix in shape.indexes if not ix[1]}
+        for columns, _, _ in sorted(shape.foreign_keys):
+            leading = [shape.primary_key, *unique, *(cols for cols, _ in indexes)]
+            if not any(tuple(cols[: len(columns)]) == columns for cols in leading):
+                indexes.add((columns, False))
+        if unique == shape.unique and indexes == shape.indexes:
+            return shape
+        return replace(shape, unique=frozenset(unique), indexes=frozenset(indexes))
+
     def live_type(self, declared: str, dialect: Dialect) -> str:
+        mariadb = bool(getattr(dialect, "is_mariadb", False))
         numeric = _NUMERIC.match(declared)
         if numeric is not None:
-            return f"DECIMAL{numeric.group(1) or '(10, 0)'}"
-        if declared == "JSON" and getattr(dialect, "is_mariadb", False):
+            precision, scale = numeric.group(1), numeric.group(2)
+            return f"DECIMAL({precision or 10}, {scale or 0})"
+        if declared == "JSON" and mariadb:
             return _MARIADB_JSON
+        single = _FLOAT.match(declared)
+        if single is not None:
+            return "FLOAT" if int(single.group(1)) <= 24 else "DOUBLE"
+        if declared in _DOUBLES:
+            return "DOUBLE"
+        widths = mariadb or tuple(dialect.server_version_info or _WIDTHS_UNTIL) < _WIDTHS_UNTIL
+        integer = _INTEGER.match(declared)
+        if integer is not None and widths:
+            width = _DISPLAY_WIDTH.get((integer.group(1), bool(integer.group(2))))
+            return f"{integer.group(1)}({width}){integer.group(2) or ''}" if width else declared
+        if widths and declared in ("YEAR", "BIT"):
+            return f"{declared}({4 if declared == 'YEAR' else 1})"
+        sized = _SIZED.match(declared)
+        if sized is not None:
+            kind, size = sized.group(1), int(sized.group(2)) * (4 if sized.group(1) == "TEXT" else 1)
+            return next((f"{prefix}{kind}" for limit, prefix in _SIZES if size <= limit), f"LONG{kind}")
+        if declared.startswith(_NATIONAL) and mariadb:
+            return declared.removeprefix(_NATIONAL) + _MARIADB_NATIONAL
+        collated = _COLLATED.match(declared)
+        if collated is not None and " CHARACTER SET " not in declared:
+            return f"{collated.group(1)} CHARACTER SET {collated.group(3)} COLLATE {collated.group(2)}"
         return declared
 
     # -- what the server tells about itself ------------------------------------------

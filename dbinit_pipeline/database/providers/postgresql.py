@@ -23,6 +23,8 @@ from dbinit_pipeline.errors import LockTimeout
 
 # FLOAT(p) is `real` up to 24 bits of precision, else (and without p) `double precision`.
 _FLOAT = re.compile(r"^FLOAT(?:\((\d+)\))?$")
+# NUMERIC(p) has scale 0, which the catalog names.
+_NUMERIC_PRECISION = re.compile(r"^NUMERIC\((\d+)\)$")
 # SQLSTATEs: CREATE DATABASE of a name in use; a database with another session open; no such database.
 _DUPLICATE_DATABASE = "42P04"
 _UNIQUE_VIOLATION = "23505"
@@ -185,6 +187,9 @@ class PostgresProvider(Provider):
         return {**read.shapes, **reflect_live(conn, read.fallback)} if read.fallback else read.shapes
 
     def live_type(self, declared: str, dialect: Dialect) -> str:
+        numeric = _NUMERIC_PRECISION.match(declared)
+        if numeric is not None:
+            return f"NUMERIC({numeric.group(1)}, 0)"
         found = _FLOAT.match(declared)
         if found is None:
             return declared
