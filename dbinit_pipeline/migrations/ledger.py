@@ -79,7 +79,13 @@ def read_versions(conn: Connection, tables: Sequence[str]) -> dict[str, set[str]
     # Plain text with quoted names and the index as the tag: building and compiling one
     # SQLAlchemy select per table cost more than the query (0.1 s at 500 tables).
     quote = conn.dialect.identifier_preparer.quote
-    query = " UNION ALL ".join(f"SELECT {i}, version_num FROM {quote(name)}" for i, name in enumerate(tables))
+
+    def qualified(name: str) -> str:  # `schema.table` where a package lives in a schema of its own
+        return ".".join(quote(part) for part in name.split(".", 1))
+
+    query = " UNION ALL ".join(
+        f"SELECT {i}, version_num FROM {qualified(name)}" for i, name in enumerate(tables)
+    )
     found: dict[str, set[str]] = {name: set() for name in tables}
     for index, version in conn.execute(sa.text(query)).all():
         found[tables[int(index)]].add(version)
