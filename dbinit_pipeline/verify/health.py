@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from dbinit_pipeline.migrations import adoptions, ledger
 from dbinit_pipeline.migrations.core_placement import describe_placed
 from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.package import Package
-from dbinit_pipeline.verify.expected import OPTIONAL_TABLES, expected_schema
+from dbinit_pipeline.verify.expected import OPTIONAL_TABLES, ExpectedSchema, expected_schema
 from dbinit_pipeline.verify.scope import PRESENT_ONLY, found_by_name_only
 
 # A check that cannot be made here is `unknown`: shown with its reason, but it neither passes nor
@@ -199,6 +199,67 @@ def _write_snapshots(conn: Connection, taken: dict[str, tuple[str, dict[str, str
     conn.execute(table.insert(), rows)
 
 
+def schema_drift(
+    expected: ExpectedSchema,
+    live: dict[str, TableShape],
+    unchanged: Collection[str],
+    accepted: Mapping[str, Collection[str]],
+) -> tuple[list[str], list[str]]:
+    """(drift, accepted drift): every difference between what the packages declare and the live
+    tables, line by line; a line an adoption accepted with --accept-drift is shown, not counted.
+    A table in `unchanged` is, by its digest, exactly its snapshot: nothing to compare."""
+    drift: list[str] = []
+    accepted_lines: list[str] = []
+    for table, owner in sorted(expected.owners.items()):
+        if table in unchanged:
+            continue
+        shape = expected.shapes.get(table)
+        if shape is not None:
+            for line in diff(shape, live.get(table)):
+                (accepted_lines if line in accepted.get(table, ()) else drift).append(line)
+        elif table not in live:
+            drift.append(f"table {table}: missing (package {owner})")
+    for source, referred in sorted(expected.foreign_keys):
+        declared = source in live and source not in expected.shapes and source not in unchanged
+        if declared and not any(ref == referred for _, ref, _ in live[source].foreign_keys):
+            drift.append(f"foreign key {source} -> {referred}: missing")
+    return drift, accepted_lines
+
+
+def migrations_check(
+    packages: Sequence[Package],
+    applied: dict[tuple[str, str], LedgerEntry],
+    heads: dict[str, str],
+    versions: dict[str, set[str]],
+    *,
+    has_ledger: bool,
+) -> dict[str, Any]:
+    """The ledger, the files and the version tables agree: every package's version table holds
+    exactly its applied head (as Alembic's would), nothing applied changed or vanished."""
+    version_tables = {p.name: p.version_table for p in packages}
+    history = _history_problems(packages, applied)
+    pending = sum(1 for pkg in packages for m in pkg.migrations if m.key not in applied)
+    missing_heads = sorted(h for name, h in heads.items() if h not in versions.get(version_tables[name], ()))
+    unknown_heads = sorted(
+        v for name, h in heads.items() for v in versions.get(version_tables[name], ()) if v != h
+    )
+    status: HealthStatus = "healthy"
+    if not has_ledger or history or missing_heads or unknown_heads:
+        status = "unhealthy"
+    elif pending:
+        status = "degraded"
+    return {
+        "status": status,
+        "ledger_table": has_ledger,
+        "applied": len(applied),
+        "pending": pending,
+        "version_table_heads": sum(len(v) for v in versions.values()),
+        "missing_heads": missing_heads,
+        "unknown_heads": unknown_heads,
+        "history": history,
+    }
+
+
 def verify_database(
     server: DatabaseServer,
     database: str,
@@ -285,33 +346,8 @@ def verify_database(
             conn.rollback()
         connections = _safe(provider.connection_check, conn)
         disk = _safe(provider.disk_check, conn)
-    drift: list[str] = []
-    accepted_lines: list[str] = []
-    for table, owner in sorted(expected.owners.items()):
-        if table in unchanged:
-            continue
-        shape = expected.shapes.get(table)
-        if shape is not None:
-            for line in diff(shape, live.get(table)):
-                (accepted_lines if line in accepted.get(table, ()) else drift).append(line)
-        elif table not in live:
-            drift.append(f"table {table}: missing (package {owner})")
-    for source, referred in sorted(expected.foreign_keys):
-        declared = source in live and source not in expected.shapes and source not in unchanged
-        if declared and not any(ref == referred for _, ref, _ in live[source].foreign_keys):
-            drift.append(f"foreign key {source} -> {referred}: missing")
-    history = _history_problems(packages, applied)
-    pending = sum(1 for pkg in packages for m in pkg.migrations if m.key not in applied)
-    # Per package, its version table holds exactly its applied head, as Alembic's would.
-    missing_heads = sorted(h for name, h in heads.items() if h not in versions.get(version_tables[name], ()))
-    unknown_heads = sorted(
-        v for name, h in heads.items() for v in versions.get(version_tables[name], ()) if v != h
-    )
-    migrations_status = "healthy"
-    if not has_ledger or history or missing_heads or unknown_heads:
-        migrations_status = "unhealthy"
-    elif pending:
-        migrations_status = "degraded"
+    drift, accepted_lines = schema_drift(expected, live, unchanged, accepted)
+    migrations = migrations_check(packages, applied, heads, versions, has_ledger=has_ledger)
     schema = {
         "status": "drift" if drift else "ok",
         "tables_expected": len(expected.owners)
@@ -327,16 +363,7 @@ def verify_database(
         schema["note"] = snapshot_note
     checks: dict[str, dict[str, Any]] = {
         "connectivity": {"status": latency_status(latency, thresholds), "latency_ms": round(latency, 2)},
-        "migrations": {
-            "status": migrations_status,
-            "ledger_table": has_ledger,
-            "applied": len(applied),
-            "pending": pending,
-            "version_table_heads": sum(len(v) for v in versions.values()),
-            "missing_heads": missing_heads,
-            "unknown_heads": unknown_heads,
-            "history": history,
-        },
+        "migrations": migrations,
         "schema": {"status": "unhealthy" if drift else "healthy", "drift": len(drift)},
         "permissions": permissions,
         "disk": disk,
