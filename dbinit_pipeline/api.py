@@ -1,4 +1,5 @@
-"""The public Python API: what the `dbinit` command does, callable from an application.
+"""The public Python API: what the `dbinit` command does, callable from an application (the CLI
+only parses arguments, calls these and prints what they return).
 
 Each function returns the response document the command prints (a dict that serializes to the
 same JSON). Anything that stops it (bad configuration, a refused approval, a failed stage, an
@@ -14,19 +15,27 @@ prints and whose `code` is an `ErrorCode`. Nothing here prints or exits.
 from __future__ import annotations
 
 import os
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from dbinit_pipeline.clock import stamp
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.database.server import DatabaseServer
-from dbinit_pipeline.errors import DbinitError, ErrorCode, classify
+from dbinit_pipeline.errors import ApprovalError, DbinitError, ErrorCode, classify
 from dbinit_pipeline.infrastructure.provisioner import ServerFound, provision
 from dbinit_pipeline.migrations.adoptions import adopted_revisions
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.migrations.runner import MigrationRunner, PackageStatus
+from dbinit_pipeline.pipeline.adopt import adopt as record_adoption
+from dbinit_pipeline.pipeline.adopt import adoption_key, find_positions
+from dbinit_pipeline.pipeline.plan_hash import PendingRevision, PlanDigest, compute_plan
 from dbinit_pipeline.pipeline.responses import error_response
 from dbinit_pipeline.pipeline.results import InitPlan
 from dbinit_pipeline.pipeline.validate import InitParams, build_plan
+from dbinit_pipeline.safety.approval import approve_plan, command_for, request_approval, require_approval
+from dbinit_pipeline.safety.protection import read_mark, refuse_if_protected, write_mark
 from dbinit_pipeline.verify.health import verify_database
 
 ConfigSource = str | Path | LoadedConfig | None
@@ -243,4 +252,298 @@ def health(
     }
 
 
-__all__ = ["ConfigSource", "DbinitError", "health", "initialize", "load", "plan", "status"]
+# -- approvals, adoption, repair -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What an adoption records: every package at its version table's head, or one `package` at
+    revision `at`; `accept_drift` records differences instead of stopping at them."""
+
+    package: str | None = None
+    at: str | None = None
+    accept_drift: bool = False
+
+
+def _approval_plan(
+    config: LoadedConfig, environment: str, database_name: str | None, if_exists: str | None
+) -> InitPlan:
+    return build_plan(
+        config, environment, InitParams(database_name=database_name, if_exists=if_exists, dry_run=True)
+    )
+
+
+def adoption_digest(
+    config: LoadedConfig, the_plan: InitPlan, server: DatabaseServer, adoption: Adoption
+) -> PlanDigest:
+    """The plan of an adoption as approvals see it: the run's plan plus the revisions it records."""
+    packages = registry_for(config).ordered()
+    with server.connect(the_plan.database_name) as conn:
+        positions = find_positions(conn, packages, package=adoption.package, at=adoption.at)
+        conn.rollback()
+    keys = adoption_key(positions, packages)
+    digest = compute_plan(config, the_plan)
+    adopted = {(p, r) for p, r, _ in keys}
+    return replace(
+        digest,
+        adopt=tuple(PendingRevision(*k) for k in keys),
+        accept_drift=adoption.accept_drift,
+        pending=tuple(p for p in digest.pending if (p.package, p.revision) not in adopted),
+    )
+
+
+def _digest_for(config: LoadedConfig, the_plan: InitPlan, adoption: Adoption | None) -> PlanDigest | None:
+    """The adoption's plan when approving an adoption, else None (the init plan)."""
+    if adoption is None:
+        return None
+    found = provision(config, the_plan)
+    return adoption_digest(config, the_plan, DatabaseServer(found.server), adoption)
+
+
+def request(
+    environment: str,
+    *,
+    by: str,
+    reason: str | None = None,
+    config: ConfigSource = None,
+    database_name: str | None = None,
+    if_exists: str | None = None,
+    adoption: Adoption | None = None,
+    fallback: TextIO | None = None,
+) -> dict[str, Any]:
+    """Ask the approvers of a protected environment to approve the current plan (`dbinit
+    request`); `fallback` receives the notification when no notifier is configured."""
+    try:
+        loaded = load(config)
+        the_plan = _approval_plan(loaded, environment, database_name, if_exists)
+        outcome = request_approval(
+            loaded,
+            the_plan,
+            by=by,
+            reason=reason,
+            fallback=fallback,
+            digest=_digest_for(loaded, the_plan, adoption),
+        )
+        command = command_for(loaded, the_plan, "approve")
+    except Exception as exc:
+        raise _failed(exc, stage="request", environment=environment, operation="request-approval") from None
+    digest, asked = outcome.digest, outcome.request
+    result: dict[str, Any] = {
+        "request_id": asked.id,
+        "environment": the_plan.environment,
+        "database_name": the_plan.database_name,
+        "plan": digest.summary(),
+        "requested_by": asked.requested_by,
+        "reason": asked.reason,
+        "notified_through": outcome.channel,
+    }
+    if outcome.delivery_errors:
+        result["notification_errors"] = outcome.delivery_errors
+    return {
+        "status": "success",
+        "operation": "request-approval",
+        "result": result,
+        "message": f"Approval of plan {digest.short} for {the_plan.database_name} ({the_plan.environment}) requested",
+        "next_steps": [
+            f"An approver (not {asked.requested_by}) runs: {command}",
+            f"Then: dbinit init {the_plan.environment}",
+        ],
+    }
+
+
+def approve(
+    environment: str,
+    *,
+    by: str,
+    reason: str | None = None,
+    ttl: str | None = None,
+    plan_hash: str | None = None,
+    config: ConfigSource = None,
+    database_name: str | None = None,
+    if_exists: str | None = None,
+    adoption: Adoption | None = None,
+) -> dict[str, Any]:
+    """Record `by`'s approval of the current plan (`dbinit approve`); with `plan_hash`, only if the
+    current plan is that one. One run may use it until it expires."""
+    try:
+        loaded = load(config)
+        the_plan = _approval_plan(loaded, environment, database_name, if_exists)
+        record, digest = approve_plan(
+            loaded,
+            the_plan,
+            by=by,
+            reason=reason,
+            ttl=ttl,
+            expected_hash=plan_hash,
+            digest=_digest_for(loaded, the_plan, adoption),
+        )
+    except Exception as exc:
+        raise _failed(exc, stage="approve", environment=environment, operation="approve") from None
+    expires = stamp(record.expires_at)
+    return {
+        "status": "success",
+        "operation": "approve",
+        "result": {
+            "approval_id": record.id,
+            "environment": the_plan.environment,
+            "database_name": the_plan.database_name,
+            "plan": digest.summary(),
+            "approved_by": record.approved_by,
+            "requested_by": record.requested_by,
+            "reason": record.reason,
+            "expires_at": expires,
+        },
+        "message": (
+            f"{record.approved_by} approved plan {digest.short} for {the_plan.database_name} "
+            f"({the_plan.environment}): one run may use it until {expires}"
+        ),
+        "next_steps": [
+            f"Run it: dbinit init {the_plan.environment}",
+            "Or re-execute the failed run from failure in the Dagster UI.",
+            f"In CI: dagster job execute -m dbinit_pipeline -j initialize_{the_plan.environment}",
+        ],
+    }
+
+
+def adopt(
+    environment: str,
+    *,
+    config: ConfigSource = None,
+    database_name: str | None = None,
+    adoption: Adoption | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Record what an existing database already has (`dbinit adopt`): each package up to its
+    version table's head, verified against what those revisions declare first. Protected
+    environments need an approval of the adoption's plan (`approve(..., adoption=...)`)."""
+    adoption = adoption or Adoption()
+    try:
+        loaded = load(config)
+        return _adopt(loaded, environment, database_name, adoption, dry_run=dry_run)
+    except Exception as exc:
+        error = _failed(exc, stage="adopt", environment=environment, operation="adopt")
+        if isinstance(exc, ApprovalError):
+            flags = " --adopt" + (
+                f" --package {adoption.package} --at {adoption.at}" if adoption.package else ""
+            )
+            flags += " --accept-drift" if adoption.accept_drift else ""
+            hint = f"This is an adoption: approve it with dbinit approve {environment}{flags} --by NAME"
+            error.suggestions.insert(0, hint)
+            if error.response is not None:
+                error.response["recovery"]["suggestions"].insert(0, hint)
+        raise error from None
+
+
+def _adopt(
+    config: LoadedConfig, environment: str, database_name: str | None, adoption: Adoption, *, dry_run: bool
+) -> dict[str, Any]:
+    the_plan, found = server_for(config, environment, database_name)
+    if found.infrastructure == "would_provision":
+        raise DbinitError(
+            f"The server of {environment!r} does not exist yet: there is nothing to adopt",
+            code=ErrorCode.NOT_INITIALIZED,
+        )
+    server = DatabaseServer(found.server)
+    run_id = f"adopt-{uuid.uuid4().hex[:12]}"
+    approved: frozenset[tuple[str, str, str]] | None = None
+    approval: dict[str, Any] = {"required": False}
+    if the_plan.needs_approval and not dry_run:
+        digest = adoption_digest(config, the_plan, server, adoption)
+        grant = require_approval(config, replace(the_plan, dry_run=False), run_id=run_id, digest=digest)
+        approved = frozenset((p.package, p.revision, p.checksum) for p in digest.adopt)
+        approval = {"required": True, "approved_by": grant.approved_by, "plan_hash": digest.hash}
+    if not dry_run:
+        refuse_if_protected(
+            read_mark(server, the_plan.database_name),
+            database=the_plan.database_name,
+            environment=the_plan.environment,
+            recreate=False,
+            approved=approved is not None,
+        )
+    report = record_adoption(
+        server,
+        the_plan.database_name,
+        registry_for(config).ordered(),
+        package=adoption.package,
+        at=adoption.at,
+        dry_run=dry_run,
+        accept_drift=adoption.accept_drift,
+        run_id=run_id,
+        lock_timeout=config.model.safety.lock_timeout,
+        collation=config.model.database.collation,
+        approved=approved,
+    )
+    if the_plan.protected and not dry_run:
+        write_mark(server, the_plan.database_name, the_plan.environment, run_id)
+    result = {"environment": the_plan.environment, **report.as_dict(), "approval": approval}
+    count = result["revisions_to_adopt"]
+    if dry_run:
+        message = f"Dry run: {count} revision(s) of {the_plan.database_name} would be recorded as adopted"
+        steps = [f"Adopt: dbinit adopt {the_plan.environment}" + (" --accept-drift" if report.drift else "")]
+    else:
+        message = f"{count} revision(s) of {the_plan.database_name} recorded as adopted (run {run_id})"
+        steps = [f"Apply what is later: dbinit init {the_plan.environment}"]
+    if report.drift:
+        message += f"; drift in {len(report.drift)} table(s)" + (" accepted" if adoption.accept_drift else "")
+    return {
+        "status": "success",
+        "operation": "adopt",
+        "result": result,
+        "message": message,
+        "next_steps": steps,
+    }
+
+
+def resolve(
+    environment: str,
+    package: str,
+    revision: str,
+    *,
+    applied: bool,
+    config: ConfigSource = None,
+    database_name: str | None = None,
+) -> dict[str, Any]:
+    """MySQL/MariaDB: settle a migration whose process died mid-way (`dbinit resolve`), as applied
+    (its DDL is all there) or undone (none of it is)."""
+    try:
+        loaded = load(config)
+        the_plan, found = server_for(loaded, environment, database_name)
+        if found.infrastructure == "would_provision":
+            raise DbinitError(
+                f"The server of {environment!r} does not exist yet", code=ErrorCode.NOT_INITIALIZED
+            )
+        runner = MigrationRunner(
+            DatabaseServer(found.server), the_plan.database_name, run_id=uuid.uuid4().hex[:12]
+        )
+        outcome = runner.resolve(registry_for(loaded).ordered(), package, revision, applied=applied)
+    except Exception as exc:
+        raise _failed(exc, stage="resolve", environment=environment, operation="resolve") from None
+    return {
+        "status": "success",
+        "operation": "resolve",
+        "result": {
+            "environment": the_plan.environment,
+            "database_name": the_plan.database_name,
+            "package": package,
+            "revision": revision,
+            "resolved_as": outcome,
+        },
+        "message": f"{package}:{revision} resolved as {outcome} in {the_plan.database_name}",
+        "next_steps": [f"Continue: dbinit init {the_plan.environment}"],
+    }
+
+
+__all__ = [
+    "Adoption",
+    "ConfigSource",
+    "DbinitError",
+    "adopt",
+    "approve",
+    "health",
+    "initialize",
+    "load",
+    "plan",
+    "request",
+    "resolve",
+    "status",
+]

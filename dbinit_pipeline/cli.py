@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dbinit_pipeline import api
-from dbinit_pipeline.clock import stamp
 from dbinit_pipeline.configuration import IF_EXISTS, LoadedConfig, load_config
-from dbinit_pipeline.errors import DbinitError, ErrorCode, PackageError, classify
+from dbinit_pipeline.errors import DbinitError, PackageError, classify
 from dbinit_pipeline.fastpath.heap import collect_less
 from dbinit_pipeline.pipeline.responses import error_response
 from dbinit_pipeline.redaction import redact
@@ -90,117 +89,52 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 # -- approvals -------------------------------------------------------------------------
-def _approval_plan(config: LoadedConfig, args: argparse.Namespace) -> Any:
-    from dbinit_pipeline.pipeline.validate import InitParams, build_plan
-
-    params = InitParams(database_name=args.database_name, if_exists=args.if_exists, dry_run=True)
-    return build_plan(config, args.environment, params)
-
-
-def _approval_digest(config: LoadedConfig, plan: Any, args: argparse.Namespace) -> Any:
-    """The adoption's plan with --adopt, else None (the init plan)."""
-    if not getattr(args, "adopt", False):
-        return None
-    from dbinit_pipeline.database.server import DatabaseServer
-    from dbinit_pipeline.infrastructure.provisioner import provision
-
-    found = provision(config, plan)
-    return adoption_digest(config, plan, DatabaseServer(found.server), args)
+def _adoption(args: argparse.Namespace) -> api.Adoption:
+    """The adoption named by --package/--at/--accept-drift (with --adopt, or for `dbinit adopt`)."""
+    return api.Adoption(package=args.package, at=args.at, accept_drift=bool(args.accept_drift))
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.safety.approval import command_for, request_approval
-
-    operation = "request-approval"
     try:
-        config = _config(args)
-        plan = _approval_plan(config, args)
-        outcome = request_approval(
-            config,
-            plan,
-            by=args.by,
-            reason=args.reason,
-            fallback=sys.stderr,
-            digest=_approval_digest(config, plan, args),
+        response = _response(
+            lambda: api.request(
+                args.environment,
+                by=args.by,
+                reason=args.reason,
+                config=_config(args),
+                database_name=args.database_name,
+                if_exists=args.if_exists,
+                adoption=_adoption(args) if args.adopt else None,
+                fallback=sys.stderr,
+            )
         )
-        command = command_for(config, plan, "approve")
     except Exception as exc:
-        return _fail(exc, stage="request", environment=args.environment, operation=operation)
-    digest, request = outcome.digest, outcome.request
-    result: dict[str, Any] = {
-        "request_id": request.id,
-        "environment": plan.environment,
-        "database_name": plan.database_name,
-        "plan": digest.summary(),
-        "requested_by": request.requested_by,
-        "reason": request.reason,
-        "notified_through": outcome.channel,
-    }
-    if outcome.delivery_errors:
-        result["notification_errors"] = outcome.delivery_errors
-        for error in outcome.delivery_errors:
-            sys.stderr.write(f"dbinit: notification not delivered: {error}\n")
-    _emit(
-        {
-            "status": "success",
-            "operation": operation,
-            "result": result,
-            "message": f"Approval of plan {digest.short} for {plan.database_name} ({plan.environment}) requested",
-            "next_steps": [
-                f"An approver (not {request.requested_by}) runs: {command}",
-                f"Then: dbinit init {plan.environment}",
-            ],
-        }
-    )
-    return 0
+        return _fail(exc, stage="request", environment=args.environment, operation="request-approval")
+    for error in response.get("result", {}).get("notification_errors", []):
+        sys.stderr.write(f"dbinit: notification not delivered: {error}\n")
+    _emit(response)
+    return 0 if response.get("status") == "success" else 1
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.orchestration.jobs import job_name
-    from dbinit_pipeline.safety.approval import approve_plan
-
-    operation = "approve"
     try:
-        config = _config(args)
-        plan = _approval_plan(config, args)
-        record, digest = approve_plan(
-            config,
-            plan,
-            by=args.by,
-            reason=args.reason,
-            ttl=args.ttl,
-            expected_hash=args.plan_hash,
-            digest=_approval_digest(config, plan, args),
+        response = _response(
+            lambda: api.approve(
+                args.environment,
+                by=args.by,
+                reason=args.reason,
+                ttl=args.ttl,
+                plan_hash=args.plan_hash,
+                config=_config(args),
+                database_name=args.database_name,
+                if_exists=args.if_exists,
+                adoption=_adoption(args) if args.adopt else None,
+            )
         )
     except Exception as exc:
-        return _fail(exc, stage="approve", environment=args.environment, operation=operation)
-    expires = stamp(record.expires_at)
-    _emit(
-        {
-            "status": "success",
-            "operation": operation,
-            "result": {
-                "approval_id": record.id,
-                "environment": plan.environment,
-                "database_name": plan.database_name,
-                "plan": digest.summary(),
-                "approved_by": record.approved_by,
-                "requested_by": record.requested_by,
-                "reason": record.reason,
-                "expires_at": expires,
-            },
-            "message": (
-                f"{record.approved_by} approved plan {digest.short} for {plan.database_name} "
-                f"({plan.environment}): one run may use it until {expires}"
-            ),
-            "next_steps": [
-                f"Run it: dbinit init {plan.environment}",
-                "Or re-execute the failed run from failure in the Dagster UI.",
-                f"In CI: dagster job execute -m dbinit_pipeline -j {job_name(plan.environment)}",
-            ],
-        }
-    )
-    return 0
+        return _fail(exc, stage="approve", environment=args.environment, operation="approve")
+    _emit(response)
+    return 0 if response.get("status") == "success" else 1
 
 
 # -- status / health -------------------------------------------------------------------
@@ -227,151 +161,38 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from dbinit_pipeline.database.server import DatabaseServer
-    from dbinit_pipeline.migrations.loading import registry_for
-    from dbinit_pipeline.migrations.runner import MigrationRunner
-
-    operation = "resolve"
     try:
-        config = _config(args)
-        plan, found = api.server_for(config, args.environment, args.database_name)
-        if found.infrastructure == "would_provision":
-            raise DbinitError(
-                f"The server of {args.environment!r} does not exist yet", code=ErrorCode.NOT_INITIALIZED
+        response = _response(
+            lambda: api.resolve(
+                args.environment,
+                args.package,
+                args.revision,
+                applied=args.applied,
+                config=_config(args),
+                database_name=args.database_name,
             )
-        runner = MigrationRunner(
-            DatabaseServer(found.server), plan.database_name, run_id=uuid.uuid4().hex[:12]
-        )
-        outcome = runner.resolve(
-            registry_for(config).ordered(), args.package, args.revision, applied=args.applied
         )
     except Exception as exc:
-        return _fail(exc, stage="resolve", environment=args.environment, operation=operation)
-    _emit(
-        {
-            "status": "success",
-            "operation": operation,
-            "result": {
-                "environment": plan.environment,
-                "database_name": plan.database_name,
-                "package": args.package,
-                "revision": args.revision,
-                "resolved_as": outcome,
-            },
-            "message": f"{args.package}:{args.revision} resolved as {outcome} in {plan.database_name}",
-            "next_steps": [f"Continue: dbinit init {plan.environment}"],
-        }
-    )
-    return 0
-
-
-# -- adopt -----------------------------------------------------------------------------
-def adoption_digest(config: LoadedConfig, plan: Any, server: Any, args: argparse.Namespace) -> Any:
-    """The plan of an adoption as approvals see it: the run's plan plus the revisions it records."""
-    from dataclasses import replace
-
-    from dbinit_pipeline.migrations.loading import registry_for
-    from dbinit_pipeline.pipeline.adopt import adoption_key, find_positions
-    from dbinit_pipeline.pipeline.plan_hash import PendingRevision, compute_plan
-
-    packages = registry_for(config).ordered()
-    with server.connect(plan.database_name) as conn:
-        positions = find_positions(conn, packages, package=args.package, at=args.at)
-        conn.rollback()
-    keys = adoption_key(positions, packages)
-    digest = compute_plan(config, plan)
-    adopted = {(p, r) for p, r, _ in keys}
-    return replace(
-        digest,
-        adopt=tuple(PendingRevision(*k) for k in keys),
-        accept_drift=bool(args.accept_drift),
-        pending=tuple(p for p in digest.pending if (p.package, p.revision) not in adopted),
-    )
-
-
-def run_adopt(config: LoadedConfig, args: argparse.Namespace) -> dict[str, Any]:
-    """Adopt the environment's database (see schema/adopt.py); protected environments need an
-    approval of the adoption's plan."""
-    from dataclasses import replace
-
-    from dbinit_pipeline.database.server import DatabaseServer
-    from dbinit_pipeline.migrations.loading import registry_for
-    from dbinit_pipeline.pipeline.adopt import adopt
-    from dbinit_pipeline.safety.approval import require_approval
-    from dbinit_pipeline.safety.protection import read_mark, refuse_if_protected, write_mark
-
-    plan, found = api.server_for(config, args.environment, args.database_name)
-    if found.infrastructure == "would_provision":
-        raise DbinitError(
-            f"The server of {args.environment!r} does not exist yet: there is nothing to adopt",
-            code=ErrorCode.NOT_INITIALIZED,
-        )
-    server = DatabaseServer(found.server)
-    run_id = f"adopt-{uuid.uuid4().hex[:12]}"
-    approved: frozenset[tuple[str, str, str]] | None = None
-    approval: dict[str, Any] = {"required": False}
-    if plan.needs_approval and not args.dry_run:
-        digest = adoption_digest(config, plan, server, args)
-        grant = require_approval(config, replace(plan, dry_run=False), run_id=run_id, digest=digest)
-        approved = frozenset((p.package, p.revision, p.checksum) for p in digest.adopt)
-        approval = {"required": True, "approved_by": grant.approved_by, "plan_hash": digest.hash}
-    if not args.dry_run:
-        refuse_if_protected(
-            read_mark(server, plan.database_name),
-            database=plan.database_name,
-            environment=plan.environment,
-            recreate=False,
-            approved=approved is not None,
-        )
-    report = adopt(
-        server,
-        plan.database_name,
-        registry_for(config).ordered(),
-        package=args.package,
-        at=args.at,
-        dry_run=args.dry_run,
-        accept_drift=args.accept_drift,
-        run_id=run_id,
-        lock_timeout=config.model.safety.lock_timeout,
-        collation=config.model.database.collation,
-        approved=approved,
-    )
-    if plan.protected and not args.dry_run:
-        write_mark(server, plan.database_name, plan.environment, run_id)
-    result = {"environment": plan.environment, **report.as_dict(), "approval": approval}
-    count = result["revisions_to_adopt"]
-    if args.dry_run:
-        message = f"Dry run: {count} revision(s) of {plan.database_name} would be recorded as adopted"
-        steps = [f"Adopt: dbinit adopt {plan.environment}" + (" --accept-drift" if report.drift else "")]
-    else:
-        message = f"{count} revision(s) of {plan.database_name} recorded as adopted (run {run_id})"
-        steps = [f"Apply what is later: dbinit init {plan.environment}"]
-    if report.drift:
-        message += f"; drift in {len(report.drift)} table(s)" + (" accepted" if args.accept_drift else "")
-    return {
-        "status": "success",
-        "operation": "adopt",
-        "result": result,
-        "message": message,
-        "next_steps": steps,
-    }
+        return _fail(exc, stage="resolve", environment=args.environment, operation="resolve")
+    _emit(response)
+    return 0 if response.get("status") == "success" else 1
 
 
 def cmd_adopt(args: argparse.Namespace) -> int:
     try:
-        response = run_adopt(_config(args), args)
-    except Exception as exc:
-        from dbinit_pipeline.errors import ApprovalError
-
-        if isinstance(exc, ApprovalError):
-            flags = " --adopt" + (f" --package {args.package} --at {args.at}" if args.package else "")
-            flags += " --accept-drift" if args.accept_drift else ""
-            exc.suggestions.insert(
-                0, f"This is an adoption: approve it with dbinit approve {args.environment}{flags} --by NAME"
+        response = _response(
+            lambda: api.adopt(
+                args.environment,
+                config=_config(args),
+                database_name=args.database_name,
+                adoption=_adoption(args),
+                dry_run=args.dry_run,
             )
+        )
+    except Exception as exc:
         return _fail(exc, stage="adopt", environment=args.environment, operation="adopt")
     _emit(response)
-    return 0
+    return 0 if response.get("status") == "success" else 1
 
 
 # -- packages --------------------------------------------------------------------------

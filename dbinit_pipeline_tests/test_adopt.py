@@ -4,7 +4,6 @@ with one new revision of a team package, and opened again by the application."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,8 @@ import psycopg
 import pytest
 
 from dbinit_pipeline import api
-from dbinit_pipeline.cli import main, run_adopt
+from dbinit_pipeline.api import Adoption, adopt
+from dbinit_pipeline.cli import main
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
 from dbinit_pipeline_tests.support.adoption import (
@@ -37,18 +37,6 @@ NOTES = """op.create_table(
     sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.study_id"), nullable=False),
     sa.Column("note", sa.Text, nullable=False),
 )"""
-
-
-def _args(**given: Any) -> argparse.Namespace:
-    defaults: dict[str, Any] = {
-        "environment": "dev",
-        "database_name": None,
-        "package": None,
-        "at": None,
-        "dry_run": False,
-        "accept_drift": False,
-    }
-    return argparse.Namespace(**{**defaults, **given})
 
 
 def optuna_project(project: Project, notes: str = NOTES, models: str | None = None, **config: Any) -> None:
@@ -105,7 +93,7 @@ def test_an_optuna_database_is_adopted_upgraded_and_opened_by_optuna_again(
     assert refused["status"] == "error" and refused["code"] == "adoption_needed", refused
     assert "dbinit adopt dev" in " ".join(refused["recovery"]["suggestions"])
 
-    dry = run_adopt(project.config(), _args(database_name=name, dry_run=True))
+    dry = adopt("dev", config=project.config(), database_name=name, dry_run=True)
     assert dry["result"]["dry_run"] is True
     [position] = dry["result"]["packages"]
     assert position["package"] == "optuna" and position["revisions"] == optuna_revisions, position
@@ -123,7 +111,7 @@ def test_an_optuna_database_is_adopted_upgraded_and_opened_by_optuna_again(
     assert refused_drift["status"] == "error" and refused_drift["code"] == "adopt_drift", refused_drift
     assert "dbinit_migrations" not in project.server.tables(name)
 
-    adopted = run_adopt(project.config(), _args(database_name=name, accept_drift=True))
+    adopted = adopt("dev", config=project.config(), database_name=name, adoption=Adoption(accept_drift=True))
     assert adopted["status"] == "success", adopted
     assert adopted["result"]["revisions_adopted"] == len(optuna_revisions)
     run_id = adopted["result"]["run_id"]
@@ -168,7 +156,12 @@ def test_failures_during_adoption_and_the_first_init_leave_the_version_table_byt
     assert not _rows(project.server, name, "SELECT 1 FROM pg_tables WHERE tablename = 'dbinit_migrations'")
 
     # The first init of the adopted database fails in the new revision: rolled back, table as it was.
-    assert run_adopt(project.config(), _args(database_name=name, accept_drift=True))["status"] == "success"
+    assert (
+        adopt("dev", config=project.config(), database_name=name, adoption=Adoption(accept_drift=True))[
+            "status"
+        ]
+        == "success"
+    )
     project.write_package(
         "notes", depends_on=["optuna"], migrations=[("n0001", None, NOTES + '\nop.execute("SELECT 1/0")')]
     )
