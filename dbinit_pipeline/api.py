@@ -64,8 +64,13 @@ def _raise(response: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _failed(exc: BaseException, *, stage: str, environment: str, operation: str | None = None) -> DbinitError:
-    """`exc` as the documented exception, with the error document the command prints."""
+def failure(
+    exc: BaseException, *, stage: str, environment: str | None, operation: str | None = None
+) -> DbinitError:
+    """`exc` as the documented exception, with the error document the command prints (a
+    `DbinitError` that already carries one is returned as it is)."""
+    if isinstance(exc, DbinitError) and exc.response is not None:
+        return exc
     err = classify(exc)
     response = error_response(err, stage=stage, environment=environment)
     if operation:
@@ -95,7 +100,7 @@ def initialize(
         loaded = load(config)
         loaded.environment(environment)
     except Exception as exc:
-        raise _failed(exc, stage="validate", environment=environment) from None
+        raise failure(exc, stage="validate", environment=environment) from None
     return _raise(
         _run_job(
             loaded,
@@ -186,7 +191,7 @@ def status(
                 for p in packages
             ]
     except Exception as exc:
-        raise _failed(exc, stage="status", environment=environment, operation="status") from None
+        raise failure(exc, stage="status", environment=environment, operation="status") from None
     return {
         "status": "success",
         "operation": "status",
@@ -239,7 +244,7 @@ def health(
             loaded.model.health,
         )
     except Exception as exc:
-        raise _failed(exc, stage="health", environment=environment, operation="health") from None
+        raise failure(exc, stage="health", environment=environment, operation="health") from None
     return {
         "status": outcome.status,
         "operation": "health",
@@ -326,7 +331,7 @@ def request(
         )
         command = command_for(loaded, the_plan, "approve")
     except Exception as exc:
-        raise _failed(exc, stage="request", environment=environment, operation="request-approval") from None
+        raise failure(exc, stage="request", environment=environment, operation="request-approval") from None
     digest, asked = outcome.digest, outcome.request
     result: dict[str, Any] = {
         "request_id": asked.id,
@@ -378,7 +383,7 @@ def approve(
             digest=_digest_for(loaded, the_plan, adoption),
         )
     except Exception as exc:
-        raise _failed(exc, stage="approve", environment=environment, operation="approve") from None
+        raise failure(exc, stage="approve", environment=environment, operation="approve") from None
     expires = stamp(record.expires_at)
     return {
         "status": "success",
@@ -421,7 +426,7 @@ def adopt(
         loaded = load(config)
         return _adopt(loaded, environment, database_name, adoption, dry_run=dry_run)
     except Exception as exc:
-        error = _failed(exc, stage="adopt", environment=environment, operation="adopt")
+        error = failure(exc, stage="adopt", environment=environment, operation="adopt")
         if isinstance(exc, ApprovalError):
             flags = " --adopt" + (
                 f" --package {adoption.package} --at {adoption.at}" if adoption.package else ""
@@ -517,7 +522,7 @@ def resolve(
         )
         outcome = runner.resolve(registry_for(loaded).ordered(), package, revision, applied=applied)
     except Exception as exc:
-        raise _failed(exc, stage="resolve", environment=environment, operation="resolve") from None
+        raise failure(exc, stage="resolve", environment=environment, operation="resolve") from None
     return {
         "status": "success",
         "operation": "resolve",
@@ -539,6 +544,7 @@ __all__ = [
     "DbinitError",
     "adopt",
     "approve",
+    "failure",
     "health",
     "initialize",
     "load",

@@ -18,9 +18,8 @@ from typing import Any
 
 from dbinit_pipeline import api
 from dbinit_pipeline.configuration import IF_EXISTS, LoadedConfig, load_config
-from dbinit_pipeline.errors import DbinitError, PackageError, classify
+from dbinit_pipeline.errors import PackageError
 from dbinit_pipeline.fastpath.heap import collect_less
-from dbinit_pipeline.pipeline.responses import error_response
 from dbinit_pipeline.redaction import redact
 
 
@@ -30,17 +29,11 @@ def _emit(payload: dict[str, Any]) -> None:
 
 
 def _fail(
-    error: BaseException,
-    *,
-    stage: str,
-    environment: str | None = None,
-    operation: str | None = None,
+    error: BaseException, *, stage: str, environment: str | None = None, operation: str | None = None
 ) -> int:
-    err = classify(error)
-    response = error_response(err, stage=stage, environment=environment)
-    if operation:
-        response["operation"] = operation
-    _emit(response)
+    """Print the error document of `error` (see `api.failure`); the exit code of a failure."""
+    response = api.failure(error, stage=stage, environment=environment, operation=operation).response
+    _emit(response or {})
     return 1
 
 
@@ -51,31 +44,41 @@ def _config(args: argparse.Namespace) -> LoadedConfig:
 # -- init / plan -----------------------------------------------------------------------
 
 
-def _response(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """What an API call returned, or the error document of the `DbinitError` it raised."""
+def _call(
+    args: argparse.Namespace,
+    call: Callable[[LoadedConfig], dict[str, Any]],
+    *,
+    stage: str,
+    operation: str | None = None,
+) -> dict[str, Any]:
+    """The document to print for an API call on the configuration of `args`: what it returned,
+    or the error document of whatever it raised."""
     try:
-        return call()
-    except DbinitError as exc:
-        if exc.response is None:
-            raise
-        return exc.response
+        return call(_config(args))
+    except Exception as exc:  # a bug too: still a document
+        found = api.failure(exc, stage=stage, environment=args.environment, operation=operation).response
+        return found or {}
+
+
+def _print(response: dict[str, Any]) -> int:
+    _emit(response)
+    return 0 if response.get("status") == "success" else 1
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    try:
-        response = _response(
-            lambda: api.initialize(
-                args.environment,
-                config=_config(args),
-                database_name=args.database_name,
-                if_exists=args.if_exists,
-                dry_run=args.dry_run or args.command == "plan",
-                sql=args.sql,
-                verbose=args.verbose,
-            )
-        )
-    except Exception as exc:  # a bug: still a response
-        return _fail(exc, stage="validate", environment=args.environment)
+    response = _call(
+        args,
+        lambda config: api.initialize(
+            args.environment,
+            config=config,
+            database_name=args.database_name,
+            if_exists=args.if_exists,
+            dry_run=args.dry_run or args.command == "plan",
+            sql=args.sql,
+            verbose=args.verbose,
+        ),
+        stage="validate",
+    )
     if getattr(args, "sql", False) and response.get("status") == "success":
         plan = response["result"].get("plan", {})
         if plan.get("hash"):
@@ -84,8 +87,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         for package, sql in plan.get("sql", {}).items():
             sys.stdout.write(f"-- package {package}\n{sql}\n")
         return 0
-    _emit(response)
-    return 0 if response.get("status") == "success" else 1
+    return _print(response)
 
 
 # -- approvals -------------------------------------------------------------------------
@@ -95,104 +97,99 @@ def _adoption(args: argparse.Namespace) -> api.Adoption:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    try:
-        response = _response(
-            lambda: api.request(
-                args.environment,
-                by=args.by,
-                reason=args.reason,
-                config=_config(args),
-                database_name=args.database_name,
-                if_exists=args.if_exists,
-                adoption=_adoption(args) if args.adopt else None,
-                fallback=sys.stderr,
-            )
-        )
-    except Exception as exc:
-        return _fail(exc, stage="request", environment=args.environment, operation="request-approval")
+    response = _call(
+        args,
+        lambda config: api.request(
+            args.environment,
+            by=args.by,
+            reason=args.reason,
+            config=config,
+            database_name=args.database_name,
+            if_exists=args.if_exists,
+            adoption=_adoption(args) if args.adopt else None,
+            fallback=sys.stderr,
+        ),
+        stage="request",
+        operation="request-approval",
+    )
     for error in response.get("result", {}).get("notification_errors", []):
         sys.stderr.write(f"dbinit: notification not delivered: {error}\n")
-    _emit(response)
-    return 0 if response.get("status") == "success" else 1
+    return _print(response)
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    try:
-        response = _response(
-            lambda: api.approve(
-                args.environment,
-                by=args.by,
-                reason=args.reason,
-                ttl=args.ttl,
-                plan_hash=args.plan_hash,
-                config=_config(args),
-                database_name=args.database_name,
-                if_exists=args.if_exists,
-                adoption=_adoption(args) if args.adopt else None,
-            )
-        )
-    except Exception as exc:
-        return _fail(exc, stage="approve", environment=args.environment, operation="approve")
-    _emit(response)
-    return 0 if response.get("status") == "success" else 1
+    response = _call(
+        args,
+        lambda config: api.approve(
+            args.environment,
+            by=args.by,
+            reason=args.reason,
+            ttl=args.ttl,
+            plan_hash=args.plan_hash,
+            config=config,
+            database_name=args.database_name,
+            if_exists=args.if_exists,
+            adoption=_adoption(args) if args.adopt else None,
+        ),
+        stage="approve",
+        operation="approve",
+    )
+    return _print(response)
 
 
 # -- status / health -------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        response = _response(
-            lambda: api.status(args.environment, config=_config(args), database_name=args.database_name)
-        )
-    except Exception as exc:
-        return _fail(exc, stage="status", environment=args.environment, operation="status")
-    _emit(response)
-    return 0 if response.get("status") == "success" else 1
+    response = _call(
+        args,
+        lambda config: api.status(args.environment, config=config, database_name=args.database_name),
+        stage="status",
+        operation="status",
+    )
+    return _print(response)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    try:
-        response = _response(
-            lambda: api.health(args.environment, config=_config(args), database_name=args.database_name)
-        )
-    except Exception as exc:
-        return _fail(exc, stage="health", environment=args.environment, operation="health")
+    response = _call(
+        args,
+        lambda config: api.health(args.environment, config=config, database_name=args.database_name),
+        stage="health",
+        operation="health",
+    )
     _emit(response)
     return {"healthy": 0, "degraded": 2}.get(str(response.get("status")), 1)
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    try:
-        response = _response(
-            lambda: api.resolve(
-                args.environment,
-                args.package,
-                args.revision,
-                applied=args.applied,
-                config=_config(args),
-                database_name=args.database_name,
-            )
-        )
-    except Exception as exc:
-        return _fail(exc, stage="resolve", environment=args.environment, operation="resolve")
-    _emit(response)
-    return 0 if response.get("status") == "success" else 1
+    response = _call(
+        args,
+        lambda config: api.resolve(
+            args.environment,
+            args.package,
+            args.revision,
+            applied=args.applied,
+            config=config,
+            database_name=args.database_name,
+        ),
+        stage="resolve",
+        operation="resolve",
+    )
+    return _print(response)
 
 
 def cmd_adopt(args: argparse.Namespace) -> int:
-    try:
-        response = _response(
-            lambda: api.adopt(
-                args.environment,
-                config=_config(args),
-                database_name=args.database_name,
-                adoption=_adoption(args),
-                dry_run=args.dry_run,
-            )
-        )
-    except Exception as exc:
-        return _fail(exc, stage="adopt", environment=args.environment, operation="adopt")
-    _emit(response)
-    return 0 if response.get("status") == "success" else 1
+    response = _call(
+        args,
+        lambda config: api.adopt(
+            args.environment,
+            config=config,
+            database_name=args.database_name,
+            adoption=_adoption(args),
+            dry_run=args.dry_run,
+        ),
+        stage="adopt",
+        operation="adopt",
+    )
+    return _print(response)
 
 
 # -- packages --------------------------------------------------------------------------
