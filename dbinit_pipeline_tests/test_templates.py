@@ -26,6 +26,8 @@ from dbinit_pipeline.pipeline.templates import (
     TEMPLATE_PREFIX,
     TemplateRecord,
     create_from_template,
+    replace_from_template,
+    staging_name,
     template_name,
     template_policy,
 )
@@ -275,6 +277,82 @@ def test_a_busy_template_falls_back_to_replay_with_a_note(project: Project, trac
     assert response["result"]["migrations_applied"] == first["result"]["migrations_applied"]
     kept = response["result"]["template"]["kept"]  # still held while this run finished
     assert kept["status"] == "not_kept" and "in use by another run" in kept["note"]
+
+
+def _oid(pg: PgServer, database: str) -> int:
+    with pg.connect() as conn:
+        row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (database,)).fetchone()
+    assert row is not None, database
+    return int(row[0])
+
+
+def _entries(pg: PgServer, database: str) -> int:
+    with pg.connect(database) as conn:
+        row = conn.execute("SELECT count(*) FROM ledger_entries").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_rebuild_copies_first_and_touches_nothing_when_it_cannot_copy(
+    project: Project, tracked: list[str]
+) -> None:
+    """`if_exists: recreate` from a template: the copy is made under a staging name, then the old
+    database is dropped and the copy renamed into place; a staging copy a dead run left is
+    replaced; a template it cannot copy leaves the existing database as it was (the stage then
+    drops and replays, as without templates)."""
+    templates_on(project, clone_wait=0.3)
+    unique_package(project)
+    target = project.database()
+    first = project.run(database_name=target)
+    hash_ = first["result"]["template"]["used"]["plan_hash"]
+    tracked.append(hash_)
+    name = first["result"]["template"]["kept"]["template_database"]
+    with project.server.connect(target) as conn:
+        conn.execute("INSERT INTO ledger_entries (id, amount) VALUES (1, 10)")
+    before = _oid(project.server, target)
+    staging = staging_name(target)
+    with project.server.connect() as conn:  # what a run that died between copy and rename leaves
+        conn.execute(f'CREATE DATABASE "{staging}"')
+
+    rebuilt = project.run(database_name=target, if_exists="recreate")
+    assert rebuilt["status"] == "success", rebuilt
+    assert rebuilt["result"]["database"] == "recreated"
+    assert rebuilt["result"]["template"]["used"]["status"] == "cloned"
+    assert _oid(project.server, target) != before and _entries(project.server, target) == 0
+    assert not project.server.database_exists(staging)
+
+    # The template cannot be copied (busy): nothing is dropped, created or renamed.
+    with project.server.connect(target) as conn:
+        conn.execute("INSERT INTO ledger_entries (id, amount) VALUES (2, 20)")
+    before = _oid(project.server, target)
+    server = DatabaseServer(
+        ServerRef(
+            "postgresql", make_url(project.server.url).render_as_string(), f"env:{TEST_URL_VAR}", "postgres"
+        )
+    )
+    provider = PostgresProvider()
+    with project.server.connect() as holder:
+        holder.execute(
+            "SELECT pg_advisory_lock(%s, %s)", (provider.TEMPLATE_LOCK_CLASS, provider.lock_key(name))
+        )
+        with server.connect(autocommit=True) as conn:
+            use = replace_from_template(
+                server,
+                conn,
+                target,
+                hash_=hash_,
+                policy=template_policy(project.config(), "dev"),
+                project="testproj",
+                environment="dev",
+            )
+        assert use.status == "replayed" and "is busy" in use.note
+        assert _oid(project.server, target) == before and _entries(project.server, target) == 1
+        assert not project.server.database_exists(staging)
+        replayed = project.run(database_name=target, if_exists="recreate")
+    assert replayed["status"] == "success", replayed
+    assert replayed["result"]["template"]["used"]["status"] == "replayed"
+    assert "is busy" in replayed["result"]["template"]["used"]["note"]
+    assert _entries(project.server, target) == 0 and _oid(project.server, target) != before
 
 
 def test_a_missing_template_replays_and_templates_are_off_by_default(project: Project) -> None:

@@ -14,11 +14,17 @@ from dbinit_pipeline.safety.protection import write_mark
 
 
 def ensure_database(
-    server: DatabaseServer, plan: InitPlan, *, make: Callable[[Connection, str], None] | None = None
+    server: DatabaseServer,
+    plan: InitPlan,
+    *,
+    make: Callable[[Connection, str], None] | None = None,
+    replace: Callable[[Connection, str], bool] | None = None,
 ) -> tuple[DatabaseAction, bool]:
     """Create, reuse, refuse or recreate the database; returns (action, existed_before).
 
-    `make` creates the database where it is built from empty (default: an empty CREATE DATABASE)."""
+    `make` creates the database where it is built from empty (default: an empty CREATE DATABASE).
+    `replace`, when given, recreates an existing database in one step (a template copied under
+    another name, then swapped in) and returns False when it cannot, having touched nothing."""
     provider = server.provider
     name = provider.validate_database_name(plan.database_name)
     if make is None:
@@ -45,6 +51,8 @@ def ensure_database(
                     ],
                 )
             refuse_recreate(plan.environment, protected=plan.protected, if_exists=plan.if_exists)
+            if replace is not None and replace(conn, name):
+                return "recreated", True
             provider.drop_database(conn, name)
             make(conn, name)
             return "recreated", True
@@ -64,7 +72,12 @@ def database_ready(provisioned: Provisioned) -> DatabaseReady:
         return DatabaseReady(provisioned, "would_create", existed_before=False)
     server = DatabaseServer(provisioned.server)
     from_template = FromTemplate.for_plan(server, plan)
-    action, existed = ensure_database(server, plan, make=from_template.make if from_template else None)
+    action, existed = ensure_database(
+        server,
+        plan,
+        make=from_template.make if from_template else None,
+        replace=from_template.replace if from_template else None,
+    )
     template = from_template.finish(action) if from_template else None
     if plan.protected and not plan.dry_run:
         write_mark(server, plan.database_name, plan.environment, plan.run_id or "manual")

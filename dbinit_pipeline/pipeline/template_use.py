@@ -16,6 +16,7 @@ from dbinit_pipeline.pipeline.templates import (
     create_from_template,
     keep_template,
     record_clone,
+    replace_from_template,
     template_plan_hash,
     template_policy,
     unavailable,
@@ -52,6 +53,9 @@ class FromTemplate:
         if self.hash_ is None:
             self.server.provider.create_database(conn, name, collation=self.plan.collation)
             return
+        if self.use is not None:  # `replace` already tried the template and said why not
+            self.server.provider.create_database(conn, name, collation=self.plan.collation)
+            return
         self.use = create_from_template(
             self.server,
             conn,
@@ -62,6 +66,22 @@ class FromTemplate:
             environment=self.plan.environment,
             collation=self.plan.collation,
         )
+
+    def replace(self, conn: Connection, name: str) -> bool:
+        """Rebuild the existing `name` from the template (copy first, then drop and rename);
+        False, with `name` untouched, where there is no template to copy."""
+        if self.hash_ is None:
+            return False
+        self.use = replace_from_template(
+            self.server,
+            conn,
+            name,
+            hash_=self.hash_,
+            policy=self.policy,
+            project=self.plan.project,
+            environment=self.plan.environment,
+        )
+        return self.use.cloned
 
     def finish(self, action: str) -> TemplateUse | None:
         """How the database was built; a clone is written into its own bookkeeping first."""

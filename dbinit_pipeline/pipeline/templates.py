@@ -17,6 +17,10 @@ Invariants:
   lock (advisory locks on the maintenance database). A clone never waits on another clone; a
   template that is busy beyond `templates.clone_wait` or gone is not an error: the run replays
   and says why.
+- A rebuild (`if_exists: recreate`) from a template copies first and drops after: the existing
+  database is dropped only once its replacement exists under a staging name, then the copy is
+  renamed into place. (Dropping first is also slower where the file system must free the old
+  files before it writes the new ones; BENCHMARKS.md.)
 - PostgreSQL only: MySQL and MariaDB cannot copy a database, and the response says so.
 """
 
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
     from dbinit_pipeline.migrations.package import Package
 
 TEMPLATE_PREFIX = "dbinit_tpl_"
+STAGING_PREFIX = "dbinit_swap_"
 TEMPLATE_FORMAT = 1
 _POLL_S = 0.1
 
@@ -186,7 +191,7 @@ def _wait_for_lock(server: DatabaseServer, conn: Connection, name: str, wait: fl
     return True
 
 
-def create_from_template(
+def try_clone(
     server: DatabaseServer,
     conn: Connection,
     name: str,
@@ -195,12 +200,12 @@ def create_from_template(
     policy: TemplatePolicy,
     project: str,
     environment: str,
-    collation: str | None = None,
 ) -> TemplateUse:
     """Create database `name` (autocommit `conn` on the maintenance database) as a copy of the
-    template of `hash_` that this project's `environment` built; when there is none, or it is busy
-    or gone, create it empty and say why. Only the environment's own templates are cloned: a
-    template holds everything its source database held (a protected environment's mark included).
+    template of `hash_` that this project's `environment` built. "cloned" when it did; "replayed"
+    with the reason, and nothing created, when there is no such template or it is busy or gone.
+    Only the environment's own templates are cloned: a template holds everything its source
+    database held (a protected environment's mark included).
 
     Errors other than a busy or missing template are raised as they are (a name clash included,
     which the create stage handles as it does for an empty database)."""
@@ -208,12 +213,10 @@ def create_from_template(
     short = hash_[:12]
     record = find_template(server, conn, hash_, project, environment)
     if record is None:
-        provider.create_database(conn, name, collation=collation)
         return TemplateUse(
             "replayed", hash_, f"no template of plan {short} on this server yet: built by replaying the plan"
         )
     if not _wait_for_lock(server, conn, record.database, policy.clone_wait):
-        provider.create_database(conn, name, collation=collation)
         return TemplateUse(
             "replayed",
             hash_,
@@ -227,7 +230,6 @@ def create_from_template(
         if failure is None:
             raise
         why = "has another session open" if failure == "busy" else "was dropped meanwhile"
-        provider.create_database(conn, name, collation=collation)
         return TemplateUse(
             "replayed",
             hash_,
@@ -242,6 +244,61 @@ def create_from_template(
         template_database=record.database,
         built_by_run=record.built_by_run,
     )
+
+
+def create_from_template(
+    server: DatabaseServer,
+    conn: Connection,
+    name: str,
+    *,
+    hash_: str,
+    policy: TemplatePolicy,
+    project: str,
+    environment: str,
+    collation: str | None = None,
+) -> TemplateUse:
+    """`try_clone`, and where it cloned nothing, create `name` empty (to be replayed)."""
+    use = try_clone(server, conn, name, hash_=hash_, policy=policy, project=project, environment=environment)
+    if not use.cloned:
+        server.provider.create_database(conn, name, collation=collation)
+    return use
+
+
+def staging_name(database: str) -> str:
+    """Where the copy that replaces `database` is made before it takes the name. The prefix is
+    dbinit's own: a database of this name is only ever a copy left by a run that died."""
+    return f"{STAGING_PREFIX}{hashlib.sha256(database.encode()).hexdigest()[:32]}"
+
+
+def replace_from_template(
+    server: DatabaseServer,
+    conn: Connection,
+    name: str,
+    *,
+    hash_: str,
+    policy: TemplatePolicy,
+    project: str,
+    environment: str,
+) -> TemplateUse:
+    """Rebuild the existing database `name` from the template of `hash_`: the copy is made under
+    `staging_name(name)`, and only once it exists is `name` dropped and the copy renamed to it.
+    Until then `name` is untouched, so a rebuild that cannot copy leaves it as it was; "replayed"
+    (nothing dropped, nothing created) says why, and the caller drops and replays."""
+    provider = server.provider
+    staging = staging_name(name)
+    provider.drop_database(conn, staging)
+    use = try_clone(
+        server, conn, staging, hash_=hash_, policy=policy, project=project, environment=environment
+    )
+    if not use.cloned:
+        return use
+    try:
+        provider.drop_database(conn, name)
+        provider.rename_database(conn, staging, name)
+    except BaseException:
+        provider.drop_database(conn, staging)
+        raise
+    return use
 
 
 def record_clone(server: DatabaseServer, database: str, use: TemplateUse, run_id: str) -> None:

@@ -245,6 +245,10 @@ class Provider(ABC):
         template that refuses connections."""
         raise UnsupportedError(f"templates are not available on {self.name}: {self.templates_unavailable}")
 
+    def rename_database(self, conn: Connection, name: str, new_name: str) -> None:
+        """Give database `name`, which nobody is connected to, the name `new_name`."""
+        raise UnsupportedError(f"templates are not available on {self.name}: {self.templates_unavailable}")
+
     def drop_template(self, conn: Connection, name: str) -> None:
         raise UnsupportedError(f"templates are not available on {self.name}: {self.templates_unavailable}")
 

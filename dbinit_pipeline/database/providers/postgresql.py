@@ -259,6 +259,14 @@ class PostgresProvider(Provider):
             conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
             raise
 
+    def rename_database(self, conn: Connection, name: str, new_name: str) -> None:
+        conn.execute(
+            text(
+                f"ALTER DATABASE {self.quote(self.validate_database_name(name))}"
+                f" RENAME TO {self.quote(self.validate_database_name(new_name))}"
+            )
+        )
+
     def drop_template(self, conn: Connection, name: str) -> None:
         quoted = self.quote(self.validate_database_name(name))
         conn.execute(text(f"ALTER DATABASE {quoted} WITH IS_TEMPLATE false"))
