@@ -284,3 +284,44 @@ def test_the_executor_comes_from_the_configuration_and_a_missing_one_is_named(tm
     )
     with pytest.raises(ConfigurationError, match=r"must contain \{tenant\}"):
         tenant_database(load_config(path), "saas", "a")
+
+
+def test_tenants_of_one_step_replay_at_once_without_mixing_their_scripts(fleet_project: Project) -> None:
+    """Templates off: the tenants of one step replay every revision at once, on threads of one
+    process. Alembic's `op` is one per process, so the scripts must not run against each other's
+    connections: every tenant ends with exactly its own complete schema and ledger."""
+    from bench.package_generator import generate
+    from dbinit_pipeline.pipeline.fleet import initialize_batch
+
+    generate(fleet_project.root / "packages", 10, 3)
+    tenants = [f"m{i}" for i in range(6)]
+    configure(fleet_project, tenants, concurrency=3, tenants_per_step=6)
+    fleet_project.write_config(
+        project=fleet_project.settings["project"],
+        environments={
+            "dev": {
+                "connection_string_env": TEST_URL_VAR,
+                "fleet": {"tenants": tenants, "concurrency": 3, "tenants_per_step": 6},
+            }
+        },
+        templates={"enabled": False},
+    )
+    config = fleet_project.config()
+    responses = initialize_batch(config, "dev", tenants, run_id=f"threads-{uuid.uuid4().hex[:8]}")
+    failures = [
+        (r.get("tenant"), r.get("stage"), r.get("error")) for r in responses if r["status"] != "success"
+    ]
+    assert not failures, failures
+    starts = [r["result"]["fleet"]["started"] for r in responses]
+    ends = [r["result"]["fleet"]["finished"] for r in responses]
+    assert min(ends) > max(starts[:3]), "the first three tenants worked at the same time"
+    expected = fleet_project.server.tables(tenant_database(config, "dev", tenants[0]))
+    assert len(expected) > 30
+    applied = {r["result"]["migrations_applied"] for r in responses}
+    assert len(applied) == 1 and min(applied) > 30, applied
+    for tenant in tenants:
+        database = tenant_database(config, "dev", tenant)
+        assert fleet_project.server.tables(database) == expected, tenant
+        with fleet_project.server.connect(database) as conn:
+            row = conn.execute("SELECT count(*), count(DISTINCT run_id) FROM dbinit_migrations").fetchone()
+        assert row == (min(applied), 1), (tenant, row)

@@ -45,6 +45,7 @@ from dbinit_pipeline.migrations.runner import (
     check_history,
     pending_of,
 )
+from dbinit_pipeline.migrations.script_runtime import ALEMBIC_RUNTIME
 
 ENV_FIX = (
     "In env.py, connect only when dbinit has not handed over a connection: `connectable = "
@@ -229,7 +230,7 @@ def run_env(
     """Run `pkg`'s env.py on `conn` with Alembic's work function `fn` (as `alembic upgrade` does)."""
     config = project_config(pkg, url, conn)
     run = _Run()
-    with _project_sys_path(config, pkg), _logging_kept():
+    with ALEMBIC_RUNTIME, _project_sys_path(config, pkg), _logging_kept():
         # Without prepend_sys_path: it was applied above, relative to the ini rather than the cwd.
         config.file_config.remove_option(config.config_ini_section, "prepend_sys_path")
         script = ScriptDirectory.from_config(config)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,13 @@ from sqlalchemy import Connection
 from dbinit_pipeline.database.providers.plain_ddl import plain_ddl
 from dbinit_pipeline.migrations.core import CORE_PACKAGE_DIR
 from dbinit_pipeline.migrations.package import Migration
+
+# Alembic's `op` and `alembic.context` are module-level proxies (and an Alembic project's env.py
+# also edits sys.path): a process runs one migration context at a time. Everything that installs
+# them holds this lock for as long as they are installed, so that two threads of one process
+# (a fleet step's tenants) never run a script against the other's connection. Processes (the
+# multiprocess and Celery executors) each have their own.
+ALEMBIC_RUNTIME = threading.RLock()
 
 
 def package_config(migrations_dir: Path, version_table: str | None = None) -> Config:
@@ -79,7 +87,7 @@ def script_environment(
         opts = {"as_sql": True, "output_buffer": output, "literal_binds": True, "dialect_name": dialect_name}
     else:
         opts = {"connection": connection}
-    with env:
+    with ALEMBIC_RUNTIME, env:
         env.configure(**opts)
         ctx = env.get_context()
         if ctx.dialect is not None:
