@@ -18,7 +18,10 @@ tool), runs on a fresh database each:
   50 tenant databases (its first tenant builds the template), against 50 x the floor; each round
   of these runs the floor again beside them (rotated with them; three times in a row at 50x4,
   their median), and their targets are the median of each round's own ratio. `--only
-  rebuild,fleet` runs just those rounds.
+  rebuild,fleet` runs just those rounds;
+- beside each of these two, the server alone doing the copies they cannot do without (psql: copy
+  a plain copy of the template under a staging name, drop, rename; 49 copies, 4 at once): the
+  least any clone-based rebuild or fleet can cost on this server and disk.
 
 Every database is created, checkpointed and dropped outside the timed part. Wall time is the
 median of the runs; peak RSS is the tool's own (GNU time's %M, which forks the tool from a small
@@ -36,6 +39,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -75,8 +79,18 @@ REBUILD_SIZE = "500x4"
 # The floor again, in the same rounds as the template rows (rotated with them): their targets are
 # ratios to it, taken round by round, so a busy moment of the shared machine hits both sides.
 FLOOR_PAIRED = "psql -1 -f (floor), in the template rounds"
-# `--only` names: which template rows to run (with FLOOR_PAIRED) and nothing else.
+# The same server work with nothing around it: psql sends the statements a rebuild and a fleet
+# cannot do without (copy the template, drop the old database, rename the copy; one copy per
+# cloned tenant) to a plain copy of the template. No clone-based rebuild or fleet can cost less
+# on this server and disk, so these rows bound from below what the two rows above can reach.
+RAW_REBUILD = "server alone: the rebuild's copy, drop and rename (psql)"
+RAW_FLEET = f"server alone: {FLEET_TENANTS - 1} copies of the template (psql, 4 at once)"
+# Per-round ratios are to FLOOR_PAIRED times this.
+FLOORS = {FLEET: FLEET_TENANTS, RAW_FLEET: FLEET_TENANTS}
+# `--only` names: which template rows to run (with FLOOR_PAIRED) and nothing else; each brings
+# its server-alone row.
 ONLY = {"rebuild": REBUILD, "fleet": FLEET}
+BOUND = {REBUILD: RAW_REBUILD, FLEET: RAW_FLEET}
 # Tools that record what they applied, so that a second run has nothing to do.
 STATEFUL = (DBMATE, ALEMBIC, DBINIT, DAGSTER)
 
@@ -446,6 +460,32 @@ def commands(
         tpl_env = env | {"DBINIT_CONFIG": str(work.template_config)}
         argv = [str(BIN / "dbinit"), "--config", str(work.template_config), "init", "dev"]
         return [*argv, "--database-name", database, "--if-exists", "recreate"], tpl_env, work.project
+    if tool in (RAW_REBUILD, RAW_FLEET):
+        psql = [
+            str(psql_path()),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+        ]
+        psql += ["-U", "postgres", "-d", "postgres"]
+        env = env | {"PGPASSWORD": server.password}
+        template = raw_template(work)
+        if tool == RAW_REBUILD:
+            staging = f"{database}_staging"
+            statements = [
+                f'CREATE DATABASE "{staging}" TEMPLATE "{template}"',
+                f'DROP DATABASE "{database}" WITH (FORCE)',
+                f'ALTER DATABASE "{staging}" RENAME TO "{database}"',
+            ]
+            return [*psql, *(x for st in statements for x in ("-c", st))], env, work.folder
+        copies = " ".join(raw_tenants(work))
+        script = f'for d in {copies}; do echo "$d"; done | xargs -P 4 -I@ "$@" -c \'CREATE DATABASE "@" TEMPLATE "{template}"\''
+        return ["sh", "-c", script, "sh", *psql], env, work.folder
     if tool == FLEET:
         argv = [str(BIN / "dagster"), "job", "execute", "-m", "dbinit_pipeline", "-j", "fleet_dev"]
         fleet_env = env | {"DBINIT_CONFIG": str(work.template_config), "DAGSTER_HOME": str(work.dagster_home)}
@@ -455,6 +495,15 @@ def commands(
         argv = [str(BIN / "dagster"), "job", "execute", "-m", "dbinit_pipeline", "-j", "initialize_dev"]
         return [*argv, "-c", str(work.run_config)], project_env, work.project
     raise ValueError(tool)
+
+
+def raw_template(work: Workload) -> str:
+    """A plain copy of the database the rebuild rows start from: what the server-alone rows copy."""
+    return f"bench_{work.label}_raw_template"
+
+
+def raw_tenants(work: Workload) -> list[str]:
+    return [f"bench_{work.label}_raw_t{i:02d}" for i in range(1, FLEET_TENANTS)]
 
 
 def check_output(tool: str, finished: Finished, work: Workload) -> str:
@@ -632,6 +681,10 @@ def measure_templates(
     if kept.get("status") != "kept" and REBUILD in wanted:
         get(REBUILD, "fresh").unavailable = f"the template was not built: {kept or built.stderr[-300:]}"
         wanted.remove(REBUILD)
+    wanted += [BOUND[tool] for tool in list(wanted)]
+    raw = raw_template(work)
+    server.drop(raw)
+    server.admin(f'CREATE DATABASE "{raw}" TEMPLATE "{database}"')
     tenants = [f"benchtpl_dev_t{i:02d}" for i in range(FLEET_TENANTS)]
     rows = [FLOOR_PAIRED, *wanted]
     # A floor of half a second is at the mercy of one busy moment: at FLEET_SIZE the round's floor
@@ -653,6 +706,9 @@ def measure_templates(
                 for name in tenants:
                     server.drop(name)
                 drop_templates(server)  # each fleet run builds its template with its first tenant
+            if tool == RAW_FLEET:
+                for name in raw_tenants(work):
+                    server.drop(name)
             # As before every timed command: DROP DATABASE (the recreate's) forces a checkpoint,
             # which must not be paying for the dirty pages of the previous command.
             server.admin("CHECKPOINT")
@@ -663,7 +719,7 @@ def measure_templates(
                 floor_db if tool == FLOOR_PAIRED else database,
                 None,
             )
-            log = log_dir / work.label / f"r{round_no}-{tool.split(':')[0].split(',')[0].replace(' ', '_')}"
+            log = log_dir / work.label / f"r{round_no}-{re.sub(r'[^A-Za-z0-9]+', '_', tool)[:48]}"
             finished = run_timed(argv, env=env_, cwd=cwd, timeout=timeout, log=log, pgdata=server.pgdata)
             sample = finished.sample
             if sample.ok:
@@ -686,13 +742,13 @@ def measure_templates(
         floor = statistics.median(floors) if floors else None
         for tool in wanted:
             if floor and tool in took:
-                ratio = took[tool] / (floor * (FLEET_TENANTS if tool == FLEET else 1))
+                ratio = took[tool] / (floor * FLOORS.get(tool, 1))
                 result.paired.setdefault(tool, []).append(ratio)
                 print(
                     f"  [{work.label} round {round_no + 1}/{runs}] {tool[:36]:36s} / floor of the round: {ratio:.3f}"
                 )
     server.drop(database)
-    for name in tenants:
+    for name in [*tenants, *raw_tenants(work), raw]:
         server.drop(name)
     drop_templates(server)
 
@@ -712,7 +768,7 @@ def table(result: SizeResult) -> list[str]:
         "| tool | run | median s | min-max s | x floor | peak RSS MB | client CPU s | server CPU s | runs |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for tool in (*TOOLS, FLOOR_PAIRED, REBUILD, FLEET):
+    for tool in (*TOOLS, FLOOR_PAIRED, REBUILD, RAW_REBUILD, FLEET, RAW_FLEET):
         for scenario in ("fresh", "no-op"):
             s = result.series.get((tool, scenario))
             if s is None:
@@ -734,8 +790,8 @@ def table(result: SizeResult) -> list[str]:
                 ratio = "1.00 (for the rows below)"
             paired = result.series.get((FLOOR_PAIRED, "fresh"))
             paired_s = paired.median() if paired else None
-            if tool in (REBUILD, FLEET) and median is not None and paired_s:
-                times = FLEET_TENANTS if tool == FLEET else 1
+            if tool in (REBUILD, RAW_REBUILD, FLEET, RAW_FLEET) and median is not None and paired_s:
+                times = FLOORS.get(tool, 1)
                 ratio = f"{median / (times * paired_s):.2f}" + (f" of {times} x floor" if times > 1 else "")
             lines.append(
                 f"| {tool} | {scenario} | {_fmt(median)} | {min(x.seconds for x in good):.2f}-"
@@ -777,10 +833,13 @@ def targets(result: SizeResult) -> list[str]:
         row("verify of every table (s)", statistics.median(result.verify) if result.verify else None, 1.0)
     for tool, name, limit in (
         (REBUILD, "rebuild from template / floor", 0.35),
+        (RAW_REBUILD, "server alone, the least any clone-based rebuild costs / floor", 0.35),
         (FLEET, f"fleet of {FLEET_TENANTS} / ({FLEET_TENANTS} x floor)", 0.25),
+        (RAW_FLEET, f"server alone, the least any clone-based fleet costs / ({FLEET_TENANTS} x floor)", 0.25),
     ):
         ratios = result.paired.get(tool, [])
-        if (tool, "fresh") in result.series and (tool != REBUILD or result.work.label == REBUILD_SIZE):
+        at_its_size = tool not in (REBUILD, RAW_REBUILD) or result.work.label == REBUILD_SIZE
+        if (tool, "fresh") in result.series and at_its_size:
             median_ratio = statistics.median(ratios) if ratios else None
             row(
                 f"{name}, median of the rounds' own ratios (min {min(ratios, default=0):.3f})",
