@@ -24,6 +24,7 @@ from dbinit_pipeline.database.providers.postgresql import PostgresProvider
 from dbinit_pipeline.database.server import DatabaseServer, ServerRef
 from dbinit_pipeline.pipeline.templates import (
     TEMPLATE_PREFIX,
+    PlanTemplate,
     TemplateRecord,
     create_from_template,
     replace_from_template,
@@ -242,7 +243,7 @@ def test_two_runs_cloning_at_once_both_succeed_and_the_template_is_never_written
         with server.connect(autocommit=True) as conn:
             barrier.wait()
             return create_from_template(
-                server, conn, target, hash_=hash_, policy=policy, project="testproj", environment="dev"
+                server, conn, target, PlanTemplate(hash_, policy, "testproj", "dev")
             ).status
 
     with ThreadPoolExecutor(4) as pool:
@@ -336,15 +337,8 @@ def test_a_rebuild_copies_first_and_touches_nothing_when_it_cannot_copy(
             "SELECT pg_advisory_lock(%s, %s)", (provider.TEMPLATE_LOCK_CLASS, provider.lock_key(name))
         )
         with server.connect(autocommit=True) as conn:
-            use = replace_from_template(
-                server,
-                conn,
-                target,
-                hash_=hash_,
-                policy=template_policy(project.config(), "dev"),
-                project="testproj",
-                environment="dev",
-            )
+            wanted = PlanTemplate(hash_, template_policy(project.config(), "dev"), "testproj", "dev")
+            use = replace_from_template(server, conn, target, wanted)
         assert use.status == "replayed" and "is busy" in use.note
         assert _oid(project.server, target) == before and _entries(project.server, target) == 1
         assert not project.server.database_exists(staging)

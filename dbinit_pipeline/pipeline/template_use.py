@@ -12,6 +12,7 @@ from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline.pipeline.results import DatabaseReady, InitPlan, TemplateUse
 from dbinit_pipeline.pipeline.templates import (
+    PlanTemplate,
     TemplatePolicy,
     create_from_template,
     keep_template,
@@ -49,38 +50,22 @@ class FromTemplate:
         packages = registry_for(config, plan.run_id).ordered()
         return cls(server, plan, policy, template_plan_hash(packages, plan.provider))
 
+    def _wanted(self, hash_: str) -> PlanTemplate:
+        return PlanTemplate(hash_, self.policy, self.plan.project, self.plan.environment)
+
     def make(self, conn: Connection, name: str) -> None:
-        if self.hash_ is None:
+        if self.hash_ is None or self.use is not None:  # no templates here, or `replace` said why not
             self.server.provider.create_database(conn, name, collation=self.plan.collation)
             return
-        if self.use is not None:  # `replace` already tried the template and said why not
-            self.server.provider.create_database(conn, name, collation=self.plan.collation)
-            return
-        self.use = create_from_template(
-            self.server,
-            conn,
-            name,
-            hash_=self.hash_,
-            policy=self.policy,
-            project=self.plan.project,
-            environment=self.plan.environment,
-            collation=self.plan.collation,
-        )
+        wanted = self._wanted(self.hash_)
+        self.use = create_from_template(self.server, conn, name, wanted, collation=self.plan.collation)
 
     def replace(self, conn: Connection, name: str) -> bool:
         """Rebuild the existing `name` from the template (copy first, then drop and rename);
         False, with `name` untouched, where there is no template to copy."""
         if self.hash_ is None:
             return False
-        self.use = replace_from_template(
-            self.server,
-            conn,
-            name,
-            hash_=self.hash_,
-            policy=self.policy,
-            project=self.plan.project,
-            environment=self.plan.environment,
-        )
+        self.use = replace_from_template(self.server, conn, name, self._wanted(self.hash_))
         return self.use.cloned
 
     def finish(self, action: str) -> TemplateUse | None:

@@ -65,6 +65,16 @@ class TemplatePolicy:
     reason: str
 
 
+@dataclass(frozen=True)
+class PlanTemplate:
+    """The template a build from empty may copy: plan `hash_`'s, built by `project`'s `environment`."""
+
+    hash_: str
+    policy: TemplatePolicy
+    project: str
+    environment: str
+
+
 def template_policy(config: LoadedConfig, environment: str) -> TemplatePolicy:
     """The environment's own `templates` block wins; the project's applies only to unprotected
     environments, so a protected one uses templates only when it says so itself."""
@@ -191,27 +201,19 @@ def _wait_for_lock(server: DatabaseServer, conn: Connection, name: str, wait: fl
     return True
 
 
-def try_clone(
-    server: DatabaseServer,
-    conn: Connection,
-    name: str,
-    *,
-    hash_: str,
-    policy: TemplatePolicy,
-    project: str,
-    environment: str,
-) -> TemplateUse:
+def try_clone(server: DatabaseServer, conn: Connection, name: str, wanted: PlanTemplate) -> TemplateUse:
     """Create database `name` (autocommit `conn` on the maintenance database) as a copy of the
-    template of `hash_` that this project's `environment` built. "cloned" when it did; "replayed"
-    with the reason, and nothing created, when there is no such template or it is busy or gone.
+    template `wanted` names. "cloned" when it did; "replayed" with the reason, and nothing
+    created, when there is no such template or it is busy or gone.
     Only the environment's own templates are cloned: a template holds everything its source
     database held (a protected environment's mark included).
 
     Errors other than a busy or missing template are raised as they are (a name clash included,
     which the create stage handles as it does for an empty database)."""
     provider = server.provider
+    hash_, policy = wanted.hash_, wanted.policy
     short = hash_[:12]
-    record = find_template(server, conn, hash_, project, environment)
+    record = find_template(server, conn, hash_, wanted.project, wanted.environment)
     if record is None:
         return TemplateUse(
             "replayed", hash_, f"no template of plan {short} on this server yet: built by replaying the plan"
@@ -247,18 +249,10 @@ def try_clone(
 
 
 def create_from_template(
-    server: DatabaseServer,
-    conn: Connection,
-    name: str,
-    *,
-    hash_: str,
-    policy: TemplatePolicy,
-    project: str,
-    environment: str,
-    collation: str | None = None,
+    server: DatabaseServer, conn: Connection, name: str, wanted: PlanTemplate, *, collation: str | None = None
 ) -> TemplateUse:
     """`try_clone`, and where it cloned nothing, create `name` empty (to be replayed)."""
-    use = try_clone(server, conn, name, hash_=hash_, policy=policy, project=project, environment=environment)
+    use = try_clone(server, conn, name, wanted)
     if not use.cloned:
         server.provider.create_database(conn, name, collation=collation)
     return use
@@ -271,25 +265,16 @@ def staging_name(database: str) -> str:
 
 
 def replace_from_template(
-    server: DatabaseServer,
-    conn: Connection,
-    name: str,
-    *,
-    hash_: str,
-    policy: TemplatePolicy,
-    project: str,
-    environment: str,
+    server: DatabaseServer, conn: Connection, name: str, wanted: PlanTemplate
 ) -> TemplateUse:
-    """Rebuild the existing database `name` from the template of `hash_`: the copy is made under
+    """Rebuild the existing database `name` from the template `wanted` names: the copy is made under
     `staging_name(name)`, and only once it exists is `name` dropped and the copy renamed to it.
     Until then `name` is untouched, so a rebuild that cannot copy leaves it as it was; "replayed"
     (nothing dropped, nothing created) says why, and the caller drops and replays."""
     provider = server.provider
     staging = staging_name(name)
     provider.drop_database(conn, staging)
-    use = try_clone(
-        server, conn, staging, hash_=hash_, policy=policy, project=project, environment=environment
-    )
+    use = try_clone(server, conn, staging, wanted)
     if not use.cloned:
         return use
     try:
