@@ -291,3 +291,49 @@ def test_a_database_with_heads_in_the_shared_table_gets_per_package_tables_with_
     with project.server.connect(database) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version_legacy").fetchall() == [("leg1",)]
         assert conn.execute("SELECT count(*) FROM alembic_version").fetchone() == (0,)
+
+
+SLOW_SPLIT_BODY = """
+import time
+op.create_table("split_first", sa.Column("id", sa.Integer, primary_key=True))
+with op.get_context().autocommit_block():
+    time.sleep(1.5)
+op.create_table("split_after", sa.Column("id", sa.Integer, primary_key=True))
+"""
+
+
+def test_two_threads_migrating_one_database_across_an_autocommit_split_both_finish(project: Project) -> None:
+    """Scripts run one migration context at a time per process, and the database lock is taken
+    again after an autocommit split: a second thread of the same process that arrives meanwhile
+    waits for the first to finish its batch instead of holding the lock the first needs back."""
+    import threading
+
+    from dbinit_pipeline.database.server import DatabaseServer, ServerRef
+    from dbinit_pipeline.migrations.package import read_package
+    from dbinit_pipeline.migrations.runner import MigrationRunner
+    from dbinit_pipeline_tests.conftest import TEST_URL_VAR
+
+    pkg = read_package(project.write_package("splitting", migrations=[("sp1", None, SLOW_SPLIT_BODY)]))
+    name = project.database()
+    with project.server.connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    display = make_url(project.server.url).render_as_string(hide_password=True)
+    server = DatabaseServer(ServerRef("postgresql", display, f"env:{TEST_URL_VAR}", "postgres"))
+    applied: dict[str, object] = {}
+
+    def migrate(who: str) -> None:
+        try:
+            report = MigrationRunner(server, name, lock_timeout=4.0).apply([pkg])
+            applied[who] = report.migrations_applied
+        except Exception as exc:  # recorded for the assertion below
+            applied[who] = exc
+
+    first = threading.Thread(target=migrate, args=("first",))
+    second = threading.Thread(target=migrate, args=("second",))
+    first.start()
+    threading.Event().wait(0.5)  # the first is inside its script's autocommit block by now
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert sorted(map(str, applied.values())) == ["0", "1"], applied
+    assert {"split_first", "split_after"} <= project.server.tables(name)

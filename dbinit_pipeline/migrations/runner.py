@@ -42,6 +42,7 @@ from dbinit_pipeline.migrations.core_placement import offline_enter, offline_lea
 from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.package import Migration, Package
 from dbinit_pipeline.migrations.script_runtime import (
+    ALEMBIC_RUNTIME,
     ScriptEnvironment,
     on_autocommit,
     own_transaction,
@@ -500,8 +501,12 @@ class MigrationRunner:
 
         A script's `autocommit_block()` splits the transaction: what is done so far is recorded
         and committed, the block runs outside a transaction, and the rest continues in a new one
-        (under the lock again); `self.splits` says where and why."""
-        with _transaction(conn):
+        (under the lock again); `self.splits` says where and why.
+
+        The process's migration context lock is taken before the database lock: after a split
+        the database lock is taken again inside the context, so taking them in the other order
+        could leave two threads of one process each waiting for the other's."""
+        with ALEMBIC_RUNTIME, _transaction(conn):
             self.provider.lock_in_transaction(conn, self.database, self.lock_timeout)
             ledger.ensure(conn)
             applied = ledger.read(conn)
