@@ -47,7 +47,7 @@ from dbinit_pipeline.errors import (
     ProvisioningError,
     classify,
 )
-from dbinit_pipeline.infrastructure.cloud import Infrastructure
+from dbinit_pipeline.infrastructure.cloud import FoundInfrastructure
 from dbinit_pipeline.redaction import register_secret
 
 if TYPE_CHECKING:
@@ -681,7 +681,7 @@ def _deadline_passed(
 
 
 @dataclass(frozen=True)
-class AwsInfrastructure:
+class AwsInfrastructure(FoundInfrastructure):
     """What was found or created, and how to reach it; never a password."""
 
     hosting: str
@@ -701,11 +701,8 @@ class AwsInfrastructure:
     endpoint_url: str | None = None
 
     @property
-    def infrastructure(self) -> Infrastructure:
-        """`would_provision` (dry run, something missing), `provisioned` or `existing`."""
-        if self.would_create:
-            return "would_provision"
-        return "provisioned" if self.created else "existing"
+    def login(self) -> str | None:
+        return self.master_username
 
     def details(self) -> dict[str, Any]:
         """What the provision stage reports: identifier, endpoint, what was created."""
@@ -722,11 +719,7 @@ class AwsInfrastructure:
         }
         if self.writer:
             details["writer_instance"] = self.writer
-        if self.created:
-            details["created"] = list(self.created)
-        if self.would_create:
-            details["would_create"] = list(self.would_create)
-        return details
+        return self.with_changes(details)
 
     def server_ref(self, provider: str, connection_env: str | None = None) -> ServerRef:
         """The server at the endpoint; the password is read from the master secret when used."""
@@ -764,18 +757,6 @@ class AwsInfrastructure:
             secret_source(self.secret_arn, self.endpoint_url),
             maintenance,
         )
-
-    def placeholder_ref(self, provider: str) -> ServerRef:
-        """A display-only server for a dry run in which the infrastructure does not exist yet."""
-        maintenance = provider_for(provider).maintenance_database
-        # .invalid is reserved (RFC 2606): this host can never be reached by accident.
-        url = URL.create(
-            provider,
-            username=self.master_username,
-            host=f"{self.identifier}.endpoint-pending.invalid",
-            database=maintenance,
-        )
-        return ServerRef(provider, url.render_as_string(hide_password=True), "none", maintenance)
 
 
 def ensure_aws_infrastructure(config: LoadedConfig, environment: str, *, dry_run: bool) -> AwsInfrastructure:

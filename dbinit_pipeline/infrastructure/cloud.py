@@ -296,8 +296,49 @@ def deadline_error(
 # --- what was found ------------------------------------------------------------------------------
 
 
+class FoundInfrastructure:
+    """What every cloud hosting (AWS, Google Cloud, Azure) reports once it looked for its server:
+    whether it existed, was created or would be, and a display-only server before it exists."""
+
+    identifier: str
+    created: tuple[str, ...]
+    would_create: tuple[str, ...]
+
+    @property
+    def login(self) -> str | None:
+        """The user the server's URL names."""
+        raise NotImplementedError
+
+    @property
+    def infrastructure(self) -> Infrastructure:
+        """`would_provision` (dry run, something missing), `provisioned` or `existing`."""
+        if self.would_create:
+            return "would_provision"
+        return "provisioned" if self.created else "existing"
+
+    def with_changes(self, details: dict[str, Any]) -> dict[str, Any]:
+        """`details` plus what was created, or would be in a dry run."""
+        if self.created:
+            details["created"] = list(self.created)
+        if self.would_create:
+            details["would_create"] = list(self.would_create)
+        return details
+
+    def placeholder_ref(self, provider: str) -> ServerRef:
+        """A display-only server for a dry run in which the infrastructure does not exist yet."""
+        maintenance = provider_for(provider).maintenance_database
+        # .invalid is reserved (RFC 2606): this host can never be reached by accident.
+        url = URL.create(
+            provider,
+            username=self.login,
+            host=f"{self.identifier}.endpoint-pending.invalid",
+            database=maintenance,
+        )
+        return ServerRef(provider, url.render_as_string(hide_password=True), "none", maintenance)
+
+
 @dataclass(frozen=True)
-class CloudInfrastructure:
+class CloudInfrastructure(FoundInfrastructure):
     """What was found or created, and how to reach it; never a password."""
 
     hosting: str
@@ -319,11 +360,8 @@ class CloudInfrastructure:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def infrastructure(self) -> Infrastructure:
-        """`would_provision` (dry run, something missing), `provisioned` or `existing`."""
-        if self.would_create:
-            return "would_provision"
-        return "provisioned" if self.created else "existing"
+    def login(self) -> str | None:
+        return self.username
 
     def details(self) -> dict[str, Any]:
         """What the provision stage reports: identifier, endpoint, what was created."""
@@ -339,11 +377,7 @@ class CloudInfrastructure:
             "password_secret": self.secret_name,
             **self.extra,
         }
-        if self.created:
-            details["created"] = list(self.created)
-        if self.would_create:
-            details["would_create"] = list(self.would_create)
-        return details
+        return self.with_changes(details)
 
     def server_ref(self, provider: str, connection_env: str | None = None) -> ServerRef:
         """The server at the instance's address; the password is read from its secret when used."""
@@ -373,18 +407,6 @@ class CloudInfrastructure:
             database=maintenance,
         )
         return ServerRef(provider, url.render_as_string(hide_password=True), self.secret_source, maintenance)
-
-    def placeholder_ref(self, provider: str) -> ServerRef:
-        """A display-only server for a dry run in which the infrastructure does not exist yet."""
-        maintenance = provider_for(provider).maintenance_database
-        # .invalid is reserved (RFC 2606): this host can never be reached by accident.
-        url = URL.create(
-            provider,
-            username=self.username,
-            host=f"{self.identifier}.endpoint-pending.invalid",
-            database=maintenance,
-        )
-        return ServerRef(provider, url.render_as_string(hide_password=True), "none", maintenance)
 
 
 def endpoint_error(exc: BaseException, infra: CloudInfrastructure, *, via: str) -> DbinitError:
