@@ -115,6 +115,29 @@ def unique_name(prefix: str = "t") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+def write_project_config(path: Path, provider: str, variable: str, overrides: dict[str, Any]) -> Path:
+    """A test project's dbinit.yaml: `dev` and a protected `production` on the server `variable`
+    names; each override replaces a top-level key, or is merged into it when both are mappings."""
+    doc: dict[str, Any] = {
+        "project": "testproj",
+        "database": {"provider": provider, "hosting": "local"},
+        "environments": {
+            "dev": {"connection_string_env": variable},
+            "production": {"connection_string_env": variable, "if_exists": "error"},
+        },
+        "packages": {"paths": ["packages"], "entry_points": False},
+        "safety": {"protected_environments": ["production"], "lock_timeout": 10},
+        "integration": {"operation_log": ".dbinit/operations.jsonl"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 @dataclass
 class Project:
     """A throw-away project folder with its own dbinit.yaml, pointed at one server."""
@@ -130,24 +153,7 @@ class Project:
         return self.root / "dbinit.yaml"
 
     def write_config(self, **overrides: Any) -> Path:
-        doc: dict[str, Any] = {
-            "project": "testproj",
-            "database": {"provider": "postgresql", "hosting": "local"},
-            "environments": {
-                "dev": {"connection_string_env": TEST_URL_VAR},
-                "production": {"connection_string_env": TEST_URL_VAR, "if_exists": "error"},
-            },
-            "packages": {"paths": ["packages"], "entry_points": False},
-            "safety": {"protected_environments": ["production"], "lock_timeout": 10},
-            "integration": {"operation_log": ".dbinit/operations.jsonl"},
-        }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(doc.get(key), dict):
-                doc[key] = {**doc[key], **value}
-            else:
-                doc[key] = value
-        self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return self.config_path
+        return write_project_config(self.config_path, "postgresql", TEST_URL_VAR, overrides)
 
     def config(self) -> LoadedConfig:
         return load_config(self.config_path)

@@ -19,7 +19,7 @@ import yaml
 from sqlalchemy.engine import URL, make_url
 
 from dbinit_pipeline.configuration import LoadedConfig, load_config
-from dbinit_pipeline_tests.conftest import unique_name, write_migration
+from dbinit_pipeline_tests.conftest import unique_name, write_migration, write_project_config
 
 MYSQL_URL_VAR = "DBINIT_TEST_MYSQL_URL"
 TARGET_VAR = "DBINIT_TEST_MYSQL_TARGET_URL"
@@ -106,24 +106,7 @@ class MySQLProject:
         return self.root / "dbinit.yaml"
 
     def write_config(self, **overrides: Any) -> Path:
-        doc: dict[str, Any] = {
-            "project": "testproj",
-            "database": {"provider": "mysql", "hosting": "local"},
-            "environments": {
-                "dev": {"connection_string_env": TARGET_VAR},
-                "production": {"connection_string_env": TARGET_VAR, "if_exists": "error"},
-            },
-            "packages": {"paths": ["packages"], "entry_points": False},
-            "safety": {"protected_environments": ["production"], "lock_timeout": 10},
-            "integration": {"operation_log": ".dbinit/operations.jsonl"},
-        }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(doc.get(key), dict):
-                doc[key] = {**doc[key], **value}
-            else:
-                doc[key] = value
-        self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return self.config_path
+        return write_project_config(self.config_path, "mysql", TARGET_VAR, overrides)
 
     def config(self) -> LoadedConfig:
         return load_config(self.config_path)
