@@ -30,7 +30,7 @@ from dbinit_pipeline.database.catalog import diff
 from dbinit_pipeline.database.providers import Provider, provider_for
 from dbinit_pipeline.database.server import DatabaseServer, ServerRef
 from dbinit_pipeline.errors import DatabaseExists, InputError, LockTimeout, UnsupportedError
-from dbinit_pipeline_tests.conftest import unique_name
+from dbinit_pipeline_tests.conftest import PgServer, unique_name
 
 TARGETS = ["postgresql-embedded", "postgresql-external", "mysql"]
 _STATUSES = {"healthy", "degraded", "unhealthy", "unknown"}
@@ -458,6 +458,32 @@ def test_table_digests_change_with_the_table_and_only_then(target: Target, datab
             other = "conf_parents" if table == "conf_items" else "conf_items"
             assert after[table] != previous[table], statement
             assert after[other] == previous[other], statement
+
+
+def test_the_digest_query_of_a_server_before_15_names_no_column_it_lacks(embedded_pg: PgServer) -> None:
+    """pg_index.indnullsnotdistinct came with PostgreSQL 15: the query for an older server leaves it
+    out and still gives every table a digest that changes with its indexes."""
+    from dbinit_pipeline.database.providers.pg_catalog import table_digests_query
+
+    older = table_digests_query(14)
+    assert "indnullsnotdistinct" not in str(older)
+    assert "indnullsnotdistinct" in str(table_digests_query(15))
+    name = unique_name("conf")
+    with embedded_pg.connect() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    engine = sa.create_engine(make_url(embedded_pg.url).set(drivername="postgresql+psycopg", database=name))
+    try:
+        with engine.connect() as conn:
+            _create_through_alembic(conn)
+            before = dict(conn.execute(older).all())
+            assert set(before) == set(provider_for("postgresql").describe_live(conn))
+            conn.execute(text("CREATE INDEX ix_conf_parents_code ON conf_parents (code)"))
+            conn.commit()
+            after = dict(conn.execute(older).all())
+    finally:
+        engine.dispose()
+        embedded_pg.drop(name)
+    assert after["conf_parents"] != before["conf_parents"] and after["conf_items"] == before["conf_items"]
 
 
 # -- health ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ It answers only for tables whose every column has a base type (or an array of on
 SQLAlchemy's PostgreSQL dialect; a table with an enum, a domain, a composite or a range column,
 or anything it cannot render, is left to reflection (`fallback`; `PostgresProvider.describe_live`
 joins both). The test suite compares both readers over a table of every kind of column and
-constraint it knows. `TABLE_DIGESTS` is the one-query digest of every table's catalog rows
+constraint it knows. `table_digests_query` is the one-query digest of every table's catalog rows
 behind `PostgresProvider.table_digests`.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, TextClause, bindparam, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -200,7 +200,8 @@ def read_shapes(conn: Connection, names: Iterable[str]) -> CatalogShapes:
 # table and columns, actions, expression) and indexes (kind, columns, options, expressions,
 # predicate). Raw catalog values rather than their rendered text: a tenth of the time, and a
 # superset of what the shape shows, so an unchanged digest means an unchanged shape.
-TABLE_DIGESTS = text("""
+# `indnullsnotdistinct` exists from PostgreSQL 15 on; older servers digest without it.
+_TABLE_DIGESTS = """
 SELECT c.relname, md5(concat_ws('|',
   (SELECT string_agg(concat_ws(',', a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity,
                                a.attgenerated, a.attcollation, a.attndims, d.adbin), ';' ORDER BY a.attnum)
@@ -213,8 +214,14 @@ SELECT c.relname, md5(concat_ws('|',
      FROM pg_constraint co LEFT JOIN pg_class r ON r.oid = co.confrelid WHERE co.conrelid = c.oid),
   (SELECT string_agg(concat_ws(',', ic.relname, ic.relam, i.indisprimary, i.indisunique, i.indnkeyatts,
                                i.indkey, i.indclass, i.indcollation, i.indoption, i.indexprs, i.indpred,
-                               i.indnullsnotdistinct), ';' ORDER BY ic.relname)
+                               {nulls_not_distinct}), ';' ORDER BY ic.relname)
      FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = c.oid)))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
-""")
+"""
+
+
+def table_digests_query(major_version: int) -> TextClause:
+    """The digest query for a PostgreSQL server of `major_version`."""
+    nulls = "i.indnullsnotdistinct" if major_version >= 15 else "NULL"
+    return text(_TABLE_DIGESTS.replace("{nulls_not_distinct}", nulls))

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Dialect
 
 from dbinit_pipeline.database.catalog import TableShape, reflect_live
 from dbinit_pipeline.database.providers.base import DatabaseTemplate, LockCapacity, Provider, TemplateFailure
-from dbinit_pipeline.database.providers.pg_catalog import TABLE_DIGESTS, read_shapes
+from dbinit_pipeline.database.providers.pg_catalog import read_shapes, table_digests_query
 from dbinit_pipeline.errors import LockTimeout
 
 # FLOAT(p) is `real` up to 24 bits of precision, else (and without p) `double precision`.
@@ -196,7 +196,8 @@ class PostgresProvider(Provider):
         return "REAL" if found.group(1) and int(found.group(1)) <= 24 else "DOUBLE PRECISION"
 
     def table_digests(self, conn: Connection) -> dict[str, str] | None:
-        return {str(name): str(digest) for name, digest in conn.execute(TABLE_DIGESTS).all()}
+        query = table_digests_query(int((conn.dialect.server_version_info or (0,))[0]))
+        return {str(name): str(digest) for name, digest in conn.execute(query).all()}
 
     def connection_check(self, conn: Connection) -> dict[str, Any]:
         row = conn.execute(
