@@ -13,7 +13,8 @@ from dbinit_pipeline.pipeline.results import Verified
 def log(context: OpExecutionContext, verified: Verified, operation_log: OperationLog) -> dict[str, Any]:
     """Record the run in the operation log; the response is the job's result."""
     response = success_response(verified, run_id=context.run_id)
-    operation_log.append(response)
+    for problem in operation_log.append(response):
+        context.log.warning(problem)
     context.add_output_metadata({"response": MetadataValue.json(response)})
     context.log.info(f"log: {response['message']}")
     return response
