@@ -14,13 +14,24 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from dbinit_pipeline import api
 from dbinit_pipeline.configuration import IF_EXISTS, LoadedConfig, load_config
 from dbinit_pipeline.errors import PackageError
 from dbinit_pipeline.fastpath.heap import collect_less
 from dbinit_pipeline.redaction import redact
+
+if TYPE_CHECKING:
+    from dbinit_pipeline.api import Adoption
+
+
+def _api() -> ModuleType:
+    """The public API, imported on first use: `dbinit --help` and `new-migration` never load the
+    database layers, and `main` lowers the collector's work before they are imported."""
+    from dbinit_pipeline import api
+
+    return api
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -31,8 +42,8 @@ def _emit(payload: dict[str, Any]) -> None:
 def _fail(
     error: BaseException, *, stage: str, environment: str | None = None, operation: str | None = None
 ) -> int:
-    """Print the error document of `error` (see `api.failure`); the exit code of a failure."""
-    response = api.failure(error, stage=stage, environment=environment, operation=operation).response
+    """Print the error document of `error` (see `_api().failure`); the exit code of a failure."""
+    response = _api().failure(error, stage=stage, environment=environment, operation=operation).response
     _emit(response or {})
     return 1
 
@@ -56,7 +67,7 @@ def _call(
     try:
         return call(_config(args))
     except Exception as exc:  # a bug too: still a document
-        found = api.failure(exc, stage=stage, environment=args.environment, operation=operation).response
+        found = _api().failure(exc, stage=stage, environment=args.environment, operation=operation).response
         return found or {}
 
 
@@ -68,7 +79,7 @@ def _print(response: dict[str, Any]) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     response = _call(
         args,
-        lambda config: api.initialize(
+        lambda config: _api().initialize(
             args.environment,
             config=config,
             database_name=args.database_name,
@@ -91,15 +102,17 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 # -- approvals -------------------------------------------------------------------------
-def _adoption(args: argparse.Namespace) -> api.Adoption:
+def _adoption(args: argparse.Namespace) -> Adoption:
     """The adoption named by --package/--at/--accept-drift (with --adopt, or for `dbinit adopt`)."""
-    return api.Adoption(package=args.package, at=args.at, accept_drift=bool(args.accept_drift))
+    from dbinit_pipeline.api import Adoption
+
+    return Adoption(package=args.package, at=args.at, accept_drift=bool(args.accept_drift))
 
 
 def cmd_request(args: argparse.Namespace) -> int:
     response = _call(
         args,
-        lambda config: api.request(
+        lambda config: _api().request(
             args.environment,
             by=args.by,
             reason=args.reason,
@@ -120,7 +133,7 @@ def cmd_request(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     response = _call(
         args,
-        lambda config: api.approve(
+        lambda config: _api().approve(
             args.environment,
             by=args.by,
             reason=args.reason,
@@ -141,7 +154,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     response = _call(
         args,
-        lambda config: api.status(args.environment, config=config, database_name=args.database_name),
+        lambda config: _api().status(args.environment, config=config, database_name=args.database_name),
         stage="status",
         operation="status",
     )
@@ -151,7 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     response = _call(
         args,
-        lambda config: api.health(args.environment, config=config, database_name=args.database_name),
+        lambda config: _api().health(args.environment, config=config, database_name=args.database_name),
         stage="health",
         operation="health",
     )
@@ -162,7 +175,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_resolve(args: argparse.Namespace) -> int:
     response = _call(
         args,
-        lambda config: api.resolve(
+        lambda config: _api().resolve(
             args.environment,
             args.package,
             args.revision,
@@ -179,7 +192,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 def cmd_adopt(args: argparse.Namespace) -> int:
     response = _call(
         args,
-        lambda config: api.adopt(
+        lambda config: _api().adopt(
             args.environment,
             config=config,
             database_name=args.database_name,
