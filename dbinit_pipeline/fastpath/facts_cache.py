@@ -74,6 +74,3 @@ class FactsCache:
         }
         write_atomic(self.path, json.dumps(payload, separators=(",", ":")).encode())
         self._dirty = False
-
-
-_DERIVATION: list[str] = []

@@ -165,18 +165,6 @@ def record(conn: Connection, entries: Sequence[LedgerEntry]) -> None:
     )
 
 
-def set_heads(conn: Connection, replaced: Sequence[str], heads: Sequence[str]) -> None:
-    """Replace the version-table rows of the given packages' revisions by their new heads."""
-    if replaced:
-        conn.execute(version_table.delete().where(version_table.c.version_num.in_(list(replaced))))
-    if heads:
-        conn.execute(version_table.insert(), [{"version_num": h} for h in heads])
-
-
-def read_heads(conn: Connection) -> set[str]:
-    return {r[0] for r in conn.execute(sa.select(version_table.c.version_num)).all()}
-
-
 def read_snapshots(conn: Connection) -> dict[str, tuple[str, dict[str, str]]]:
     """Per package: the head its snapshot was taken at, and table -> shape JSON."""
     result: dict[str, tuple[str, dict[str, str]]] = {}

@@ -266,8 +266,9 @@ class PackageRegistry:
         """All packages, core first, every package after its dependencies."""
         return list(self._order)
 
-    def packages(self, *, include_core: bool = False) -> list[Package]:
-        return [p for p in self._order if include_core or p.name != CORE]
+    def packages(self) -> list[Package]:
+        """Every package but core, in order."""
+        return [p for p in self._order if p.name != CORE]
 
     @property
     def core(self) -> Package:

@@ -42,13 +42,11 @@ from dbinit_pipeline.migrations.package import Migration
 ALEMBIC_RUNTIME = threading.RLock()
 
 
-def package_config(migrations_dir: Path, version_table: str | None = None) -> Config:
+def package_config(migrations_dir: Path) -> Config:
     """The Alembic `Config` a package's scripts see as `context.config`."""
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     config.set_main_option("version_locations", str(migrations_dir))
-    if version_table:
-        config.set_main_option("version_table", version_table)
     config.cmd_opts = argparse.Namespace(x=[])
     return config
 
@@ -102,11 +100,9 @@ def own_transaction(ctx: MigrationContext, connection: Connection) -> None:
     ctx._transaction = connection.get_transaction()
 
 
-def on_autocommit(
-    ctx: MigrationContext, before: Callable[[], None], after: Callable[[], None]
-) -> Callable[[], None]:
+def on_autocommit(ctx: MigrationContext, before: Callable[[], None], after: Callable[[], None]) -> None:
     """Run `before` when a script enters `autocommit_block()` (before Alembic commits) and `after`
-    once Alembic has begun the next transaction. Returns the undo."""
+    once Alembic has begun the next transaction (for as long as `ctx` lives)."""
     original = ctx.autocommit_block
 
     @contextmanager
@@ -117,11 +113,6 @@ def on_autocommit(
         after()
 
     ctx.autocommit_block = autocommit_block  # type: ignore[method-assign]
-
-    def undo() -> None:
-        ctx.__dict__.pop("autocommit_block", None)
-
-    return undo
 
 
 def script_line(exc: BaseException, path: Path) -> int | None:

@@ -285,10 +285,6 @@ def approve_plan(
     return record, digest
 
 
-def _stamp(moment: datetime) -> str:
-    return stamp(moment)
-
-
 def _refusal(
     config: LoadedConfig, plan: InitPlan, digest: PlanDigest, records: list[ApprovalRecord], now: datetime
 ) -> ApprovalError:
@@ -305,14 +301,14 @@ def _refusal(
         r = expired[0]
         code = ErrorCode.APPROVAL_EXPIRED
         reason = (
-            f"the approval of this plan by {r.approved_by} expired at {_stamp(r.expires_at)} "
-            f"(given {_stamp(r.approved_at)})"
+            f"the approval of this plan by {r.approved_by} expired at {stamp(r.expires_at)} "
+            f"(given {stamp(r.approved_at)})"
         )
     elif changed:
         r = changed[0]
         code = ErrorCode.PLAN_CHANGED
         reason = (
-            f"the plan changed since {r.approved_by} approved it at {_stamp(r.approved_at)}: approved plan "
+            f"the plan changed since {r.approved_by} approved it at {stamp(r.approved_at)}: approved plan "
             f"{r.plan_hash[:12]}, current plan {digest.short}; "
             + "; ".join(differences(r.plan, digest.document))
         )
@@ -321,7 +317,7 @@ def _refusal(
         code = ErrorCode.APPROVAL_USED
         reason = (
             f"the approval of this plan by {r.approved_by} was already used by run {r.used_by_run} "
-            f"at {_stamp(r.used_at or now)}; one approval serves one run"
+            f"at {stamp(r.used_at or now)}; one approval serves one run"
         )
     else:
         code = ErrorCode.APPROVAL_MISSING
