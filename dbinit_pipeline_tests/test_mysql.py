@@ -22,6 +22,7 @@ from dbinit_pipeline.database.providers import provider_for
 from dbinit_pipeline.database.providers.mysql import DEFAULT_COLLATION, MySQLProvider, local_disk
 from dbinit_pipeline.database.server import DatabaseServer, ServerRef
 from dbinit_pipeline.errors import (
+    ChecksumMismatch,
     ConfigurationError,
     DatabaseExists,
     InputError,
@@ -460,3 +461,30 @@ def test_disk_space_is_measured_here_only_for_the_servers_own_directory(tmp_path
     assert "not visible from this host" in local_disk("127.0.0.1", str(tmp_path), "otherdb")["reason"]
     here = local_disk("127.0.0.1", str(tmp_path), "appdb")
     assert here["free_bytes"] == pytest.approx(shutil.disk_usage(tmp_path).free, rel=0.05)
+
+
+def test_a_script_that_changed_since_it_was_read_leaves_no_dirty_mark(mysql_project: MySQLProject) -> None:
+    """Where DDL commits by itself, a migration is marked in progress before it runs. A file edited
+    after discovery is refused before any of its statements: nothing ran, so no mark stays, and
+    the next run applies it instead of stopping on a dirty migration."""
+    from dbinit_pipeline.migrations.runner import MigrationRunner
+
+    name = mysql_project.database()
+    mysql_project.server.query(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    display = make_url(mysql_project.server.url).render_as_string(hide_password=True)
+    server = DatabaseServer(ServerRef("mysql", display, f"env:{TARGET_VAR}", "information_schema"))
+    folder = mysql_project.write_package(
+        "edited",
+        migrations=[
+            ("ed1", None, "op.create_table('edited_items', sa.Column('id', sa.Integer, primary_key=True))")
+        ],
+    )
+    pkg = read_package(folder)
+    script = pkg.migrations[0].path
+    script.write_text(script.read_text() + "\n# edited after discovery\n")
+    with pytest.raises(ChecksumMismatch, match="changed while this run was applying it"):
+        MigrationRunner(server, name).apply([pkg])
+    assert mysql_project.server.query("SELECT COUNT(*) FROM dbinit_in_progress", database=name) == [(0,)]
+    assert "edited_items" not in {r[0] for r in mysql_project.server.query("SHOW TABLES", database=name)}
+    report = MigrationRunner(server, name).apply([read_package(folder)])
+    assert report.migrations_applied == 1

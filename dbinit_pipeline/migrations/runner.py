@@ -631,9 +631,13 @@ class MigrationRunner:
                         on_autocommit(env.context, self._note_split, lambda: None)
                         try:
                             entry = self._run_one(m, None, env)
-                        except MigrationError as exc:
-                            _name_committed_statements(exc, m, executed)
-                            # The error names what was committed: the mark has served its purpose.
+                        except DbinitError as exc:
+                            if isinstance(exc, MigrationError):
+                                _name_committed_statements(exc, m, executed)
+                            elif executed:
+                                raise  # statements ran and may have committed: the mark stays
+                            # The error names what was committed, or nothing ran (the file
+                            # changed since it was read): the mark has served its purpose.
                             conn.rollback()
                             with conn.begin():
                                 ledger.clear_in_progress(conn, m.package, m.revision)
