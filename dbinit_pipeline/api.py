@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -450,20 +451,24 @@ def _adopt(
         )
     server = DatabaseServer(found.server)
     run_id = f"adopt-{uuid.uuid4().hex[:12]}"
-    approved: frozenset[tuple[str, str, str]] | None = None
     approval: dict[str, Any] = {"required": False}
+    approve: Callable[[], frozenset[tuple[str, str, str]] | None] | None = None
     if the_plan.needs_approval and not dry_run:
         digest = adoption_digest(config, the_plan, server, adoption)
-        grant = require_approval(config, replace(the_plan, dry_run=False), run_id=run_id, digest=digest)
-        approved = frozenset((p.package, p.revision, p.checksum) for p in digest.adopt)
-        approval = {"required": True, "approved_by": grant.approved_by, "plan_hash": digest.hash}
+
+        def approve() -> frozenset[tuple[str, str, str]]:
+            """Use up the approval: called by the adoption once nothing but writing is left."""
+            grant = require_approval(config, replace(the_plan, dry_run=False), run_id=run_id, digest=digest)
+            approval.update(required=True, approved_by=grant.approved_by, plan_hash=digest.hash)
+            return frozenset((p.package, p.revision, p.checksum) for p in digest.adopt)
+
     if not dry_run:
         refuse_if_protected(
             read_mark(server, the_plan.database_name),
             database=the_plan.database_name,
             environment=the_plan.environment,
             recreate=False,
-            approved=approved is not None,
+            approved=approve is not None,
         )
     report = record_adoption(
         server,
@@ -476,7 +481,7 @@ def _adopt(
         run_id=run_id,
         lock_timeout=config.model.safety.lock_timeout,
         collation=config.model.database.collation,
-        approved=approved,
+        approve=approve,
     )
     if the_plan.protected and not dry_run:
         write_mark(server, the_plan.database_name, the_plan.environment, run_id)

@@ -15,6 +15,7 @@ import pytest
 from dbinit_pipeline import api
 from dbinit_pipeline.api import Adoption, adopt
 from dbinit_pipeline.cli import main
+from dbinit_pipeline.database.providers.postgresql import PostgresProvider
 from dbinit_pipeline.migrations.loading import registry_for
 from dbinit_pipeline_tests.conftest import TEST_URL_VAR, PgServer, Project
 from dbinit_pipeline_tests.support.adoption import (
@@ -219,7 +220,7 @@ def test_adopting_a_protected_environment_needs_an_approval_of_the_adoption(
     project.write_config(
         core={"enabled": False},
         environments={"dev": {"connection_string_env": TEST_URL_VAR, "database_name": name}},
-        safety={"protected_environments": ["dev"], "approvers": {"dev": ["alice"]}, "lock_timeout": 10},
+        safety={"protected_environments": ["dev"], "approvers": {"dev": ["alice"]}, "lock_timeout": 1},
     )
     refused = run_adopt_response(project, name, "--accept-drift")
     assert refused["status"] == "error" and refused["code"] == "approval_missing", refused
@@ -231,6 +232,13 @@ def test_adopting_a_protected_environment_needs_an_approval_of_the_adoption(
     assert main(["--config", str(project.config_path), *approve]) == 0
     approval = json.loads(capsys.readouterr().out)
     assert approval["result"]["plan"]["adopt_revisions"], approval
+    # An attempt that fails before it writes (the database's lock is held elsewhere) leaves the
+    # approval for the next one: it is used up only when nothing but writing is left.
+    with project.server.connect(name) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (PostgresProvider.lock_key(name),))
+        busy = run_adopt_response(project, name, "--accept-drift")
+    assert busy["status"] == "error" and busy["code"] == "lock_timeout", busy
+    assert "dbinit_migrations" not in project.server.tables(name)
     adopted = run_adopt_response(project, name, "--accept-drift")
     assert adopted["status"] == "success", adopted
     assert adopted["result"]["approval"]["approved_by"] == "alice"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -324,9 +324,14 @@ def adopt(
     run_id: str | None = None,
     lock_timeout: float = 60.0,
     collation: str | None = None,
-    approved: frozenset[tuple[str, str, str]] | None = None,
+    approve: Callable[[], frozenset[tuple[str, str, str]] | None] | None = None,
 ) -> AdoptionReport:
-    """Adopt `database`: verify, then record in the ledger (a dry run only verifies and reports)."""
+    """Adopt `database`: verify, then record in the ledger (a dry run only verifies and reports).
+
+    `approve` uses up the approval of a protected environment and returns the (package, revision,
+    sha256) it covers. It is called last, under the database's lock, once every check passed and
+    just before the rows are written: an adoption that fails before that leaves the approval for
+    the next attempt."""
     if (package is None) != (at is None):
         raise InputError(
             "--package and --at go together: name the package and the revision it stands at",
@@ -375,8 +380,8 @@ def adopt(
     if dry_run:
         return report
     by_name = {p.name: p for p in packages}
-    _refuse_unapproved(positions, by_name, approved)
-    return replace(report, recorded=_record(server, database, by_name, positions, report, lock_timeout))
+    recorded = _record(server, database, by_name, positions, report, lock_timeout, package, at, approve)
+    return replace(report, recorded=recorded)
 
 
 def adoption_key(
@@ -412,9 +417,12 @@ def _record(
     positions: Sequence[Position],
     report: AdoptionReport,
     lock_timeout: float,
+    package: str | None,
+    at: str | None,
+    approve: Callable[[], frozenset[tuple[str, str, str]] | None] | None,
 ) -> int:
-    """Under the database's lock, in one transaction: positions re-read, ledger and adoption rows
-    written, empty version tables stamped."""
+    """Under the database's lock, in one transaction: positions re-read, the approval used,
+    ledger and adoption rows written, empty version tables stamped."""
     now = datetime.now(UTC)
     with (
         server.connect(database) as conn,
@@ -423,12 +431,7 @@ def _record(
     ):
         ledger.ensure(conn)
         adoptions_record.metadata.create_all(conn, checkfirst=True)
-        again = find_positions(
-            conn,
-            list(by_name.values()),
-            package=positions[0].package if positions[0].source.startswith("--at") else None,
-            at=positions[0].at if positions[0].source.startswith("--at") else None,
-        )
+        again = find_positions(conn, list(by_name.values()), package=package, at=at)
         if again != list(positions):
             raise MigrationError(
                 f"The version tables of {database!r} changed while it was being verified; "
@@ -436,6 +439,7 @@ def _record(
                 code=ErrorCode.ADOPT_CHANGED,
                 suggestions=["Run dbinit adopt again."],
             )
+        _refuse_unapproved(positions, by_name, approve() if approve is not None else None)
         entries: list[LedgerEntry] = []
         rows: list[dict[str, Any]] = []
         for pos in positions:
