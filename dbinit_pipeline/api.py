@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from dbinit_pipeline.clock import stamp
 from dbinit_pipeline.configuration import LoadedConfig, load_config
 from dbinit_pipeline.database.server import DatabaseServer
-from dbinit_pipeline.errors import ApprovalError, DbinitError, ErrorCode, classify
+from dbinit_pipeline.errors import DbinitError, ErrorCode, classify
 from dbinit_pipeline.infrastructure.provisioner import ServerFound, provision
 from dbinit_pipeline.migrations.adoptions import adopted_revisions
 from dbinit_pipeline.migrations.loading import registry_for
@@ -270,6 +270,12 @@ class Adoption:
     at: str | None = None
     accept_drift: bool = False
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The command-line flags that name this adoption in `dbinit request|approve`."""
+        where = ("--package", self.package, "--at", self.at) if self.package and self.at else ()
+        return ("--adopt", *where, *(("--accept-drift",) if self.accept_drift else ()))
+
 
 def _approval_plan(
     config: LoadedConfig, environment: str, database_name: str | None, if_exists: str | None
@@ -295,7 +301,15 @@ def adoption_digest(
         adopt=tuple(PendingRevision(*k) for k in keys),
         accept_drift=adoption.accept_drift,
         pending=tuple(p for p in digest.pending if (p.package, p.revision) not in adopted),
+        command_flags=adoption.flags,
     )
+
+
+def _run_command(config: LoadedConfig, the_plan: InitPlan, digest: PlanDigest) -> str:
+    """The command that runs an approved plan: the adoption it names, or `dbinit init`."""
+    if digest.adopt:
+        return command_for(config, the_plan, "adopt", digest=digest)
+    return f"dbinit init {the_plan.environment}"
 
 
 def _digest_for(config: LoadedConfig, the_plan: InitPlan, adoption: Adoption | None) -> PlanDigest | None:
@@ -321,7 +335,7 @@ def request(
     request`); `fallback` receives the notification when no notifier is configured."""
     try:
         loaded = load(config)
-        the_plan = _approval_plan(loaded, environment, database_name, if_exists)
+        the_plan = _approval_plan(loaded, environment, database_name, None if adoption else if_exists)
         outcome = request_approval(
             loaded,
             the_plan,
@@ -330,7 +344,7 @@ def request(
             fallback=fallback,
             digest=_digest_for(loaded, the_plan, adoption),
         )
-        command = command_for(loaded, the_plan, "approve")
+        command = command_for(loaded, the_plan, "approve", digest=outcome.digest)
     except Exception as exc:
         raise failure(exc, stage="request", environment=environment, operation="request-approval") from None
     digest, asked = outcome.digest, outcome.request
@@ -352,7 +366,7 @@ def request(
         "message": f"Approval of plan {digest.short} for {the_plan.database_name} ({the_plan.environment}) requested",
         "next_steps": [
             f"An approver (not {asked.requested_by}) runs: {command}",
-            f"Then: dbinit init {the_plan.environment}",
+            f"Then: {_run_command(loaded, the_plan, digest)}",
         ],
     }
 
@@ -373,7 +387,7 @@ def approve(
     current plan is that one. One run may use it until it expires."""
     try:
         loaded = load(config)
-        the_plan = _approval_plan(loaded, environment, database_name, if_exists)
+        the_plan = _approval_plan(loaded, environment, database_name, None if adoption else if_exists)
         record, digest = approve_plan(
             loaded,
             the_plan,
@@ -403,7 +417,9 @@ def approve(
             f"{record.approved_by} approved plan {digest.short} for {the_plan.database_name} "
             f"({the_plan.environment}): one run may use it until {expires}"
         ),
-        "next_steps": [
+        "next_steps": [f"Run it: {_run_command(loaded, the_plan, digest)}"]
+        if digest.adopt
+        else [
             f"Run it: dbinit init {the_plan.environment}",
             "Or re-execute the failed run from failure in the Dagster UI.",
             f"In CI: dagster job execute -m dbinit_pipeline -j initialize_{the_plan.environment}",
@@ -427,17 +443,7 @@ def adopt(
         loaded = load(config)
         return _adopt(loaded, environment, database_name, adoption, dry_run=dry_run)
     except Exception as exc:
-        error = failure(exc, stage="adopt", environment=environment, operation="adopt")
-        if isinstance(exc, ApprovalError):
-            flags = " --adopt" + (
-                f" --package {adoption.package} --at {adoption.at}" if adoption.package else ""
-            )
-            flags += " --accept-drift" if adoption.accept_drift else ""
-            hint = f"This is an adoption: approve it with dbinit approve {environment}{flags} --by NAME"
-            error.suggestions.insert(0, hint)
-            if error.response is not None:
-                error.response["recovery"]["suggestions"].insert(0, hint)
-        raise error from None
+        raise failure(exc, stage="adopt", environment=environment, operation="adopt") from None
 
 
 def _adopt(

@@ -224,14 +224,21 @@ def test_adopting_a_protected_environment_needs_an_approval_of_the_adoption(
     )
     refused = run_adopt_response(project, name, "--accept-drift")
     assert refused["status"] == "error" and refused["code"] == "approval_missing", refused
-    assert any("approve dev --adopt" in s for s in refused["recovery"]["suggestions"]), refused
+    suggestions = refused["recovery"]["suggestions"]
+    assert any("dbinit approve dev --adopt --accept-drift --by NAME" in s for s in suggestions), refused
+    assert any(
+        "run the adoption again: " in s and "dbinit adopt dev --accept-drift" in s for s in suggestions
+    )
+    assert refused["error"].startswith("Adopting database"), refused
     assert "dbinit_migrations" not in project.server.tables(name)
 
     capsys.readouterr()
-    approve = ["approve", "dev", "--adopt", "--accept-drift", "--by", "alice"]
+    # --if-exists means nothing to an adoption (it creates nothing): the approval still fits it.
+    approve = ["approve", "dev", "--adopt", "--accept-drift", "--if-exists", "recreate", "--by", "alice"]
     assert main(["--config", str(project.config_path), *approve]) == 0
     approval = json.loads(capsys.readouterr().out)
     assert approval["result"]["plan"]["adopt_revisions"], approval
+    assert any("dbinit adopt dev --accept-drift" in s for s in approval["next_steps"]), approval
     # An attempt that fails before it writes (the database's lock is held elsewhere) leaves the
     # approval for the next one: it is used up only when nothing but writing is left.
     with project.server.connect(name) as holder:

@@ -75,6 +75,9 @@ class PlanDigest:
     # core.schema: where the core's scripts put its tables (absent from the document when unset,
     # so the hash of a plan with the default placement is what it always was)
     core_schema: str | None = None
+    # What names this plan on the command line besides the environment and database (an
+    # adoption's --adopt, --package/--at, --accept-drift); not part of the hash.
+    command_flags: tuple[str, ...] = ()
 
     @property
     def document(self) -> dict[str, Any]:

@@ -98,16 +98,21 @@ def approvers_of(config: LoadedConfig, environment: str) -> list[str]:
     return list(config.model.safety.approvers.get(environment, []))
 
 
-def command_for(config: LoadedConfig, plan: InitPlan, verb: str, *, by: str = "NAME") -> str:
-    """The exact `dbinit approve|request` command for this plan (same database and policy)."""
+def command_for(
+    config: LoadedConfig, plan: InitPlan, verb: str, *, by: str = "NAME", digest: PlanDigest | None = None
+) -> str:
+    """The exact `dbinit approve|request|adopt` command for this plan (same database and policy,
+    and what `digest` adds: an adoption's flags)."""
     env = config.environment(plan.environment)
     configured = env.database_name or default_database_name(config.model.project, plan.environment)
     parts = ["dbinit", verb, plan.environment]
     if plan.database_name != configured:
         parts += ["--database-name", plan.database_name]
-    if plan.if_exists != env.if_exists:
+    if plan.if_exists != env.if_exists and verb != "adopt":
         parts += ["--if-exists", plan.if_exists]
-    command = shlex.join([*parts, "--by", by])
+    if digest is not None:
+        parts += [f for f in digest.command_flags if verb != "adopt" or f != "--adopt"]
+    command = shlex.join([*parts, "--by", by] if verb in ("approve", "request") else parts)
     if config.path != find_config_path():
         # Kept in front, so that the command still reads "dbinit approve <env> ...".
         command = f"DBINIT_CONFIG={shlex.quote(str(config.path))} {command}"
@@ -205,7 +210,7 @@ def request_approval(
             + (f"Reason: {reason}. " if reason else "")
             + f"Approvers: {', '.join(others)}."
         ),
-        fields=_fields(digest, command_for(config, plan, "approve")),
+        fields=_fields(digest, command_for(config, plan, "approve", digest=digest)),
     )
     channel, errors = _notify(config, notification, fallback)
     return RequestOutcome(request, digest, channel, errors)
@@ -289,7 +294,7 @@ def _refusal(
     config: LoadedConfig, plan: InitPlan, digest: PlanDigest, records: list[ApprovalRecord], now: datetime
 ) -> ApprovalError:
     """Why no approval serves this run, with the command that fixes it."""
-    command = command_for(config, plan, "approve")
+    command = command_for(config, plan, "approve", digest=digest)
     names = approvers_of(config, plan.environment)
     who = f" (approvers of {plan.environment}: {', '.join(names)})" if names else ""
     same = [r for r in records if r.plan_hash == digest.hash]
@@ -322,12 +327,18 @@ def _refusal(
     else:
         code = ErrorCode.APPROVAL_MISSING
         reason = "no approval exists for this plan"
-    message = f"Initializing {target} needs an approval of plan {digest.short}: {reason}"
+    doing = "Adopting" if digest.adopt else "Initializing"
+    message = f"{doing} {target} needs an approval of plan {digest.short}: {reason}"
+    then = (
+        f"Then run the adoption again: {command_for(config, plan, 'adopt', digest=digest)}"
+        if digest.adopt
+        else "Then re-execute this run from failure in the Dagster UI, or launch it again "
+        f"(dbinit init {plan.environment}; in CI: approve, then dagster job execute)."
+    )
     suggestions = [
         f"An approver runs: {command}{who}",
-        "Then re-execute this run from failure in the Dagster UI, or launch it again "
-        f"(dbinit init {plan.environment}; in CI: approve, then dagster job execute).",
-        f"To ask for it: {command_for(config, plan, 'request')}",
+        then,
+        f"To ask for it: {command_for(config, plan, 'request', digest=digest)}",
         f"Review the plan first: dbinit plan {plan.environment}",
     ]
     if not names:
@@ -372,7 +383,7 @@ def require_approval(
         digest = (digest or compute_plan(config, plan)) if plan.dry_run else None
         return Approved(plan=plan, required=False, plan_hash=digest.hash if digest else None)
     digest = digest or compute_plan(config, plan)
-    command = command_for(config, plan, "approve")
+    command = command_for(config, plan, "approve", digest=digest)
     if plan.dry_run:
         return Approved(plan=plan, required=True, plan_hash=digest.hash, approve_command=command)
     run = run_id or plan.run_id
