@@ -290,6 +290,37 @@ def test_lock_table_estimate_switches_to_per_package_commits(project: Project) -
     assert response["result"]["transaction"]["packages"] == expected_auto
 
 
+def test_per_package_commits_touch_only_the_packages_with_something_pending(project: Project) -> None:
+    from bench.package_generator import generate
+    from dbinit_pipeline.orchestration.jobs import run_in_process as run_init
+
+    generate(project.root / "packages", 8, 2)
+    name = project.database()
+    project.write_config(
+        packages={"paths": ["packages"], "entry_points": False, "transaction": "per_package"}
+    )
+    assert project.run(database_name=name)["status"] == "success"
+    generate(project.root / "packages", 9, 2)  # one package more, two revisions pending
+    statements: list[str] = []
+
+    def count(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
+        if conn.dialect.name == "postgresql":
+            statements.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        response = run_init(project.config(), "dev", database_name=name)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    assert response["status"] == "success", response
+    assert response["result"]["migrations_applied"] == 2
+    assert response["result"]["transaction"]["packages"] == "per_package"
+    # What is applied is read once by the stage and once under the lock of the one package's
+    # transaction (and once by verify), not once per package.
+    ledger_reads = [s for s in statements if "FROM dbinit_migrations" in s]
+    assert len(ledger_reads) <= 4, ledger_reads
+
+
 # -- dry run -----------------------------------------------------------------------------
 def test_dry_run_on_existing_database_shows_only_pending_sql_and_changes_nothing(project: Project) -> None:
     project.write_package("a", migrations=[("ra", None, table("ta"))])

@@ -478,9 +478,11 @@ class MigrationRunner:
             if mode == "single":
                 outcomes = self._apply_batch(conn, packages)
             elif mode == "per_package":
-                outcomes = []
-                for pkg in packages:
-                    outcomes.extend(self._apply_batch(conn, [pkg]))
+                outcomes = self._apply_per_package(conn, packages, pending)
+                if ledger.VERSION_TABLE in tables:  # the others' heads, as when nothing is pending
+                    waiting = {m.package for m in pending}
+                    with _transaction(conn):
+                        self._sync_versions(conn, [p for p in packages if p.name not in waiting], applied)
             else:
                 with self.provider.session_lock(conn, self.database, self.lock_timeout):
                     outcomes = self._apply_each(conn, packages)
@@ -495,6 +497,24 @@ class MigrationRunner:
             duration_ms=int((time.perf_counter() - started) * 1000),
             ledger_created=created,
         )
+
+    def _apply_per_package(
+        self, conn: Connection, packages: Sequence[Package], pending: Sequence[Migration]
+    ) -> list[PackageOutcome]:
+        """One transaction per package that has something pending; progress counts over all."""
+        report, waiting = self.progress, {m.package for m in pending}
+        outcomes: list[PackageOutcome] = []
+        try:
+            for pkg in packages:
+                if pkg.name not in waiting:
+                    continue
+                if report is not None:
+                    base = sum(len(o.revisions) for o in outcomes)
+                    self.progress = lambda name, done, _t, base=base: report(name, base + done, len(pending))
+                outcomes.extend(self._apply_batch(conn, [pkg]))
+        finally:
+            self.progress = report
+        return outcomes
 
     def _apply_batch(self, conn: Connection, packages: Sequence[Package]) -> list[PackageOutcome]:
         """One transaction: lock, re-read the ledger under the lock, run, record, commit.
