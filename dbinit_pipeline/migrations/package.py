@@ -232,13 +232,24 @@ def _fk_target(node: ast.Call) -> str | None:
     return None
 
 
-def table_renames(source: str) -> tuple[tuple[str, str], ...]:
-    """Tables a script renames, (old, new) in source order: op.rename_table and raw SQL."""
+def _upgrade_tree(source: str | ast.Module) -> ast.Module | None:
+    """A script's syntax tree without its downgrade() (it undoes, it does not declare); None when
+    it does not parse. A tree passed in is that, already."""
+    if isinstance(source, ast.Module):
+        return source
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return ()
+        return None
     tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "downgrade")]
+    return tree
+
+
+def table_renames(source: str | ast.Module) -> tuple[tuple[str, str], ...]:
+    """Tables a script renames, (old, new) in source order: op.rename_table and raw SQL."""
+    tree = _upgrade_tree(source)
+    if tree is None:
+        return ()
     found: list[tuple[int, int, str, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -251,17 +262,17 @@ def table_renames(source: str) -> tuple[tuple[str, str], ...]:
     return tuple((old, new) for _, _, old, new in sorted(found))
 
 
-def table_facts(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
+def table_facts(
+    source: str | ast.Module,
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
     """Tables a script creates, its foreign keys as (table, referred table), and the tables it
     drops, read from its syntax tree (downgrade() is skipped: it undoes, it does not declare)."""
     creates: list[str] = []
     drops: list[str] = []
     fks: list[tuple[str, str]] = []
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+    tree = _upgrade_tree(source)
+    if tree is None:
         return (), (), ()
-    tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "downgrade")]
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 12:
             # Raw SQL through op.execute: CREATE TABLE t (... REFERENCES r ...)
@@ -305,7 +316,8 @@ def _script_facts(package: str, path: Path, source: str) -> dict[str, Any]:
             '(it needs top-level `revision = "..."` and `down_revision = ...`)',
             suggestions=[f"Scaffold revisions with `dbinit new-migration {package} -m MESSAGE`."],
         )
-    creates, fks, drops = table_facts(source)
+    tree = _upgrade_tree(source)  # parsed once for both walks
+    creates, fks, drops = table_facts(tree) if tree is not None else ((), (), ())
     depends, labels = _DEPENDS.search(source), _LABELS.search(source)
     return {
         "depends": list(_parse_down(depends.group(1), path)) if depends else [],
@@ -315,7 +327,7 @@ def _script_facts(package: str, path: Path, source: str) -> dict[str, Any]:
         "creates": list(creates),
         "fks": [list(fk) for fk in fks],
         "drops": list(drops),
-        "renames": [list(r) for r in table_renames(source)],
+        "renames": [list(r) for r in table_renames(tree)] if tree is not None else [],
         "dbapi": bool(_DBAPI_ACCESS.search(source)),
     }
 
