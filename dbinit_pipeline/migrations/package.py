@@ -28,6 +28,7 @@ from alembic.script.revision import Revision, RevisionError, RevisionMap
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dbinit_pipeline.configuration import validation_problems
+from dbinit_pipeline.database.providers.plain_ddl import imports_foreign
 from dbinit_pipeline.errors import ErrorCode, PackageError
 from dbinit_pipeline.fastpath.facts_cache import FactsCache
 from dbinit_pipeline.migrations.alembic_ini import DEFAULT_VERSION_TABLE, read_layout
@@ -126,6 +127,8 @@ class Migration:
     # ("rename", old, new) for every table rename (op.rename_table, ALTER TABLE ... RENAME TO).
     renames_tables: tuple[tuple[str, str], ...] = ()
     uses_dbapi: bool = False
+    # The script imports a module whose DDL compile hooks plain Alembic would apply (plain_ddl.py).
+    imports_foreign: bool = False
     # Where the runner may keep this script's compiled code (see `FactsCache.code_dir`).
     code_cache: Path | None = field(default=None, compare=False, repr=False)
 
@@ -329,6 +332,7 @@ def _script_facts(package: str, path: Path, source: str) -> dict[str, Any]:
         "drops": list(drops),
         "renames": [list(r) for r in table_renames(tree)] if tree is not None else [],
         "dbapi": bool(_DBAPI_ACCESS.search(source)),
+        "foreign": imports_foreign(source),
     }
 
 
@@ -369,6 +373,7 @@ def read_migration(package: str, path: Path, cache: FactsCache | None = None) ->
         depends_on=tuple(facts.get("depends", ())),
         branch_labels=tuple(facts.get("labels", ())),
         uses_dbapi=bool(facts["dbapi"]),
+        imports_foreign=bool(facts.get("foreign", False)),
         code_cache=cache.code_dir if cache is not None else None,
     )
 

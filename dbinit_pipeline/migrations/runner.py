@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
 
-from dbinit_pipeline.database.providers.plain_ddl import imports_foreign, keeping_foreign_handlers
+from dbinit_pipeline.database.providers.plain_ddl import keeping_foreign_handlers
 from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import (
     ApprovalError,
@@ -406,7 +406,7 @@ class MigrationRunner:
                     env.enter(m)
                     module = _load_script(m)
                     try:
-                        with keeping_foreign_handlers(imports_foreign(m.path)):
+                        with keeping_foreign_handlers(m.imports_foreign):
                             module.upgrade()
                     except DbinitError:
                         raise
@@ -688,7 +688,7 @@ class MigrationRunner:
         schema = self._schemas.get(m.package)
         try:
             placed_on = env.context.connection if env is not None else None
-            with keeping_foreign_handlers(imports_foreign(m.path)):
+            with keeping_foreign_handlers(m.imports_foreign):
                 if schema is not None and placed_on is not None:
                     with searching(placed_on, schema):
                         module.upgrade()

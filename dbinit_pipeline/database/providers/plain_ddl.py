@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -30,16 +29,12 @@ _FOREIGN_MODULES = ("dagster",)
 _cache: dict[type[TypeCompiler], type[TypeCompiler]] = {}
 _IMPORTS_FOREIGN = re.compile(r"^\s*(?:from|import)\s+(?:" + "|".join(_FOREIGN_MODULES) + r")\b", re.M)
 _keep_foreign: ContextVar[bool] = ContextVar("dbinit_keep_foreign_handlers", default=False)
-_imports: dict[Path, bool] = {}
 
 
-def imports_foreign(script: Path) -> bool:
-    """Whether the script at `script` imports a module whose `@compiles` handlers `plain_ddl`
-    skips (so that plain Alembic would run it with them)."""
-    found = _imports.get(script)
-    if found is None:
-        found = _imports[script] = bool(_IMPORTS_FOREIGN.search(script.read_text(encoding="utf-8")))
-    return found
+def imports_foreign(source: str) -> bool:
+    """Whether a script's `source` imports a module whose `@compiles` handlers `plain_ddl` skips
+    (so that plain Alembic would run it with them)."""
+    return bool(_IMPORTS_FOREIGN.search(source))
 
 
 @contextmanager
