@@ -61,14 +61,28 @@ def alembic_version_table(name: str) -> sa.Table:
     return found
 
 
-def set_version(conn: Connection, table_name: str, head: str, revisions: Sequence[str] = ()) -> None:
+def set_version(
+    conn: Connection,
+    table_name: str,
+    head: str,
+    revisions: Sequence[str] = (),
+    *,
+    tables: set[str] | None = None,
+) -> None:
     """Make `table_name` hold exactly `head` (created when missing); `revisions` (the package's)
-    are removed from the legacy shared table where it still holds them."""
+    are removed from the legacy shared table where it still holds them. `tables`, the table
+    names of the default schema as the caller read them, saves asking the catalog per package;
+    a table created here is added to it."""
     table = alembic_version_table(table_name)
-    table.create(conn, checkfirst=True)
+    if tables is None or table.schema is not None:
+        table.create(conn, checkfirst=True)
+    elif table.name not in tables:
+        table.create(conn)
+        tables.add(table.name)
     conn.execute(table.delete())
     conn.execute(table.insert(), [{"version_num": head}])
-    if table_name != VERSION_TABLE and revisions and sa.inspect(conn).has_table(VERSION_TABLE):
+    legacy = VERSION_TABLE in tables if tables is not None else sa.inspect(conn).has_table(VERSION_TABLE)
+    if table_name != VERSION_TABLE and revisions and legacy:
         conn.execute(version_table.delete().where(version_table.c.version_num.in_(list(revisions))))
 
 

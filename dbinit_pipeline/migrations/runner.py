@@ -605,11 +605,13 @@ class MigrationRunner:
         if not touched:
             return
         applied = {(e.package, e.revision) for e in entries}
+        tables = set(sa.inspect(conn).get_table_names())  # once, not twice per package
         for pkg in packages:
             if pkg.name not in touched:
                 continue
             last = [m.revision for m in pkg.migrations if m.key in applied][-1]
-            ledger.set_version(conn, pkg.version_table, last, [m.revision for m in pkg.migrations])
+            previous = [m.revision for m in pkg.migrations]
+            ledger.set_version(conn, pkg.version_table, last, previous, tables=tables)
 
     def _note_split(self) -> None:
         m = self._current
