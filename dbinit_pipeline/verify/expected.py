@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from dbinit_pipeline.database.catalog import TableShape, describe_model
+from dbinit_pipeline.database.catalog import TableShape
 from dbinit_pipeline.database.providers import Provider
 from dbinit_pipeline.errors import PackageError
 from dbinit_pipeline.migrations.adoptions import ADOPTIONS_TABLE
@@ -96,11 +96,11 @@ def expected_schema(
     snapshots: dict[str, tuple[str, dict[str, str]]] | None = None,
     applied_heads: dict[str, str] | None = None,
     *,
-    provider: Provider | None = None,
+    provider: Provider,
 ) -> ExpectedSchema:
     """Expected shapes for every table the packages own; a model's as `provider` reads it back
-    (`Provider.describe_model`), else as the dialect compiles it."""
-    model_shape = provider.describe_model if provider is not None else describe_model
+    (`Provider.describe_model`)."""
+    model_shape = provider.describe_model
     expected = ExpectedSchema()
     for name in BOOKKEEPING_TABLES:
         expected.owners[name] = "dbinit"
