@@ -27,8 +27,9 @@ from dbinit_pipeline.database.server import DatabaseServer
 from dbinit_pipeline.errors import DbinitError, ErrorCode, classify
 from dbinit_pipeline.infrastructure.provisioner import ServerFound, provision
 from dbinit_pipeline.migrations.adoptions import adopted_revisions
+from dbinit_pipeline.migrations.ledger import LedgerEntry
 from dbinit_pipeline.migrations.loading import registry_for
-from dbinit_pipeline.migrations.runner import MigrationRunner, PackageStatus
+from dbinit_pipeline.migrations.runner import MigrationRunner, PackageStatus, package_statuses
 from dbinit_pipeline.pipeline.adopt import adopt as record_adoption
 from dbinit_pipeline.pipeline.adopt import adoption_key, find_positions
 from dbinit_pipeline.pipeline.plan_hash import PendingRevision, PlanDigest, compute_plan
@@ -179,13 +180,13 @@ def status(
             server = DatabaseServer(found.server)
             with server.connect(autocommit=True) as conn:
                 exists = server.provider.database_exists(conn, the_plan.database_name)
-            statuses = MigrationRunner(server, the_plan.database_name).status(
-                packages, database_exists=exists
-            )
-            if exists:
+            applied: dict[tuple[str, str], LedgerEntry] = {}
+            if exists:  # the ledger and the adoptions, through one connection
                 with server.connect(the_plan.database_name) as conn:
+                    applied = MigrationRunner(server, the_plan.database_name).applied(conn)
                     adopted = adopted_revisions(conn)
                     conn.rollback()
+            statuses = package_statuses(packages, applied)
         else:
             statuses = [
                 PackageStatus(p.name, p.version, (), tuple(m.revision for m in p.migrations))

@@ -284,6 +284,21 @@ def _with_server_time(behind: WriteBehind, entry: LedgerEntry) -> LedgerEntry:
     return replace(entry, duration_ms=entry.duration_ms + behind.server_ms((entry.package, entry.revision)))
 
 
+def package_statuses(
+    packages: Sequence[Package], applied: dict[tuple[str, str], LedgerEntry]
+) -> list[PackageStatus]:
+    """Applied and pending revisions per package, from what the ledger holds."""
+    return [
+        PackageStatus(
+            pkg.name,
+            pkg.version,
+            tuple(m.revision for m in pkg.migrations if m.key in applied),
+            tuple(m.revision for m in pkg.migrations if m.key not in applied),
+        )
+        for pkg in packages
+    ]
+
+
 class MigrationRunner:
     """Applies packages to one database of one server."""
 
@@ -335,22 +350,6 @@ class MigrationRunner:
     # -- reading -----------------------------------------------------------------------
     def applied(self, conn: Connection) -> dict[tuple[str, str], LedgerEntry]:
         return ledger.read(conn) if ledger.exists(conn) else {}
-
-    def status(self, packages: Sequence[Package], *, database_exists: bool = True) -> list[PackageStatus]:
-        """Applied and pending revisions per package."""
-        applied: dict[tuple[str, str], LedgerEntry] = {}
-        if database_exists:
-            with self.server.connect(self.database) as conn:
-                applied = self.applied(conn)
-        return [
-            PackageStatus(
-                pkg.name,
-                pkg.version,
-                tuple(m.revision for m in pkg.migrations if m.key in applied),
-                tuple(m.revision for m in pkg.migrations if m.key not in applied),
-            )
-            for pkg in packages
-        ]
 
     # -- dry run -----------------------------------------------------------------------
     def plan_pending(self, packages: Sequence[Package], *, database_exists: bool) -> ApplyReport:
