@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -225,6 +227,22 @@ def test_changed_applied_migration_is_refused_before_anything_runs(project: Proj
     assert "tz" not in project.server.tables(name), "nothing may be applied after a checksum mismatch"
 
 
+@contextmanager
+def statements_sent() -> Iterator[list[str]]:
+    """Every statement sent to PostgreSQL inside the block (not Dagster's own SQLite storage)."""
+    statements: list[str] = []
+
+    def count(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
+        if conn.dialect.name == "postgresql":
+            statements.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+
+
 def test_nothing_pending_costs_a_constant_number_of_queries(project: Project) -> None:
     from bench.package_generator import generate
     from dbinit_pipeline.orchestration.jobs import run_in_process as run_init
@@ -232,17 +250,8 @@ def test_nothing_pending_costs_a_constant_number_of_queries(project: Project) ->
     generate(project.root / "packages", 12, 3)
     name = project.database()
     assert project.run(database_name=name)["status"] == "success"
-    statements: list[str] = []
-
-    def count(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
-        if conn.dialect.name == "postgresql":  # not Dagster's own SQLite storage
-            statements.append(statement)
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
-    try:
+    with statements_sent() as statements:
         response = run_init(project.config(), "dev", database_name=name)
-    finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
     assert response["result"]["migrations_applied"] == 0
     ledger_reads = [s for s in statements if "FROM dbinit_migrations" in s]
     # One read of what is applied per schema stage (core, packages) and one count in verify:
@@ -301,17 +310,8 @@ def test_per_package_commits_touch_only_the_packages_with_something_pending(proj
     )
     assert project.run(database_name=name)["status"] == "success"
     generate(project.root / "packages", 9, 2)  # one package more, two revisions pending
-    statements: list[str] = []
-
-    def count(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
-        if conn.dialect.name == "postgresql":
-            statements.append(statement)
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
-    try:
+    with statements_sent() as statements:
         response = run_init(project.config(), "dev", database_name=name)
-    finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
     assert response["status"] == "success", response
     assert response["result"]["migrations_applied"] == 2
     assert response["result"]["transaction"]["packages"] == "per_package"
